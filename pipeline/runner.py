@@ -1,0 +1,208 @@
+"""The runner: reads inputs, runs the stage graph with caching, writes every output atomically.
+
+Each stage's result is stored in DIR/_stages/<stage>.parquet with a fingerprint made of the
+stage's name and version, its config section(s), and the fingerprints of the stages whose columns
+it reads. A rerun whose fingerprint matches loads the stored result instead of computing it, so a
+changed HDBSCAN setting reruns topics and export, never embed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import readers
+from pipeline.config import Config, stable_hash
+from pipeline.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet
+from pipeline.lock import DirectoryLock
+from pipeline.stage import Stage, StageContext
+from pipeline.stages import dedup, embed, export, flag, ingest, topics
+
+log = logging.getLogger("pipeline")
+STAGES: tuple[Stage, ...] = (ingest.STAGE, embed.STAGE, dedup.STAGE, topics.STAGE, flag.STAGE)
+LIBRARIES = ("polars", "torch", "sentence-transformers", "transformers", "umap-learn", "hdbscan", "jieba",
+             "datasketch", "scikit-learn", "opencc-python-reimplemented", "pydantic", "numpy")
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # "ran" or "cached"
+    rows_in: int
+    rows_out: int
+    seconds: float
+    fingerprint: str
+    facts: dict = field(default_factory=dict)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_cache_dir(cfg: Config) -> Path:
+    from pipeline.e5_model import default_cache_dir as e5_default
+
+    return cfg.run.cache_dir or e5_default()
+
+
+class Runner:
+    def __init__(self, inputs: list[Path], out_dir: Path, cfg: Config):
+        self.inputs, self.out_dir, self.cfg = inputs, out_dir, cfg
+        self.stage_dir = out_dir / "_stages"
+        self.records: list[StageRecord] = []
+
+    def run(self) -> dict:
+        started = time.time()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with DirectoryLock(self.out_dir):
+            input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
+                          for p in self._checked_inputs()]
+            ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
+                               state_dir=self.cfg.run.state_dir, progress=self.cfg.run.progress)
+            table, side = self._run_stages(input_info, ctx)
+            outputs = self._export(table, side)
+            manifest = self._manifest(input_info, outputs, started)
+            atomic_write_json(manifest, self.out_dir / "manifest.json")  # last: marks the run complete
+        return manifest
+
+    def _checked_inputs(self) -> list[Path]:
+        for p in self.inputs:
+            readers.check_file(p)
+        return self.inputs
+
+    def _run_stages(self, input_info: list[dict], ctx: StageContext) -> tuple[pl.DataFrame, dict]:
+        fingerprints: dict[str, str] = {"input": stable_hash([i["sha256"] for i in input_info])}
+        producer = {c: "input" for c in readers.RAW_SCHEMA}
+        table: pl.DataFrame | None = None
+        side: dict[str, pl.DataFrame] = {}
+        for stage in STAGES:
+            upstream = sorted({producer[c] for c in stage.requires})
+            section = self.cfg.section_hash(stage.config_section) if stage.config_section else ""
+            fp = stable_hash([stage.name, stage.version, section, ctx.seed, [fingerprints[u] for u in upstream]])
+            fingerprints[stage.name] = fp
+            t0 = time.time()
+            cached = self._load_cached(stage, fp)
+            if table is None:
+                if cached is None:
+                    table = readers.read_inputs(self.inputs, self.cfg.ingest.id_column, self.cfg.ingest.text_column,
+                                                self.cfg.ingest.thread_comments_start)
+                rows_in = table.height if cached is None else cached[2].get("rows_in", 0)
+            else:
+                rows_in = table.height
+            if cached is not None:
+                new_cols, stage_side, facts = cached
+                status = "cached"
+            else:
+                log.info("stage %s: running on %d rows", stage.name, rows_in)
+                stage.check_input(table)
+                ctx.facts, ctx.side_tables = {}, {}
+                result = stage.run(table, getattr(self.cfg, stage.config_section), ctx)
+                stage.check_output(result)
+                if stage is not STAGES[0] and result.height != table.height:
+                    raise RuntimeError(f"stage {stage.name!r} changed the row count ({table.height} -> {result.height})")
+                new_cols = result if stage is STAGES[0] else result.select([c for c in result.columns if c not in table.columns])
+                stage_side, facts = dict(ctx.side_tables), dict(ctx.facts) | {"rows_in": rows_in}
+                self._store(stage, fp, new_cols, stage_side, facts)
+                status = "ran"
+            table = new_cols if stage is STAGES[0] else pl.concat([table, new_cols], how="horizontal")
+            side.update(stage_side)
+            for c in new_cols.columns:
+                producer[c] = stage.name
+            facts = {k: v for k, v in facts.items() if k != "rows_in"}
+            self.records.append(StageRecord(stage.name, status, rows_in, table.height, round(time.time() - t0, 3), fp, facts))
+            log.info("stage %s: %s in %.1fs", stage.name, status, time.time() - t0)
+        return table, side
+
+    def _load_cached(self, stage: Stage, fp: str):
+        meta_path = self.stage_dir / f"{stage.name}.json"
+        if not meta_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("fingerprint") != fp:
+                return None
+            main = pl.read_parquet(self.stage_dir / f"{stage.name}.parquet")
+            side = {n: pl.read_parquet(self.stage_dir / f"{stage.name}.{n}.parquet") for n in meta.get("side", [])}
+        except (OSError, ValueError, pl.exceptions.PolarsError) as e:
+            log.warning("stage %s: stored result unreadable (%s); recomputing", stage.name, e)
+            return None
+        return main, side, meta.get("facts", {})
+
+    def _store(self, stage: Stage, fp: str, table: pl.DataFrame, side: dict[str, pl.DataFrame], facts: dict) -> None:
+        # Data first, then the fingerprint file: a kill in between leaves a result that is not trusted.
+        atomic_write_parquet(table, self.stage_dir / f"{stage.name}.parquet")
+        for name, t in side.items():
+            atomic_write_parquet(t, self.stage_dir / f"{stage.name}.{name}.parquet")
+        atomic_write_json({"fingerprint": fp, "side": sorted(side), "facts": facts}, self.stage_dir / f"{stage.name}.json")
+
+    def _export(self, table: pl.DataFrame, side: dict[str, pl.DataFrame]) -> dict[str, str]:
+        t0 = time.time()
+        built = export.build(table, side["topics"], self.cfg.export)
+        out = self.out_dir
+        atomic_write_parquet(built["comments"], out / "comments.parquet")
+        atomic_write_parquet(built["topics"], out / "topics.parquet")
+        atomic_write_parquet(built["review_queue"], out / "review" / "queue.parquet")
+        atomic_write_csv(built["review_queue_csv"], out / "review" / "queue.csv", bom=self.cfg.export.csv_bom)
+        files = {"comments": "comments.parquet", "topics": "topics.parquet",
+                 "review_queue": "review/queue.parquet", "review_queue_csv": "review/queue.csv"}
+        quarantine = side.get("quarantine")
+        if quarantine is not None and quarantine.height:
+            atomic_write_parquet(quarantine, out / "quarantine.parquet")
+            files["quarantine"] = "quarantine.parquet"
+        elif (out / "quarantine.parquet").exists():
+            (out / "quarantine.parquet").unlink()  # left from an earlier run of other inputs
+        comments = built["comments"]
+        self.records.append(StageRecord(
+            "export", "ran", table.height, comments.height, round(time.time() - t0, 3), "",
+            {"review_groups": built["review_queue"].height}))
+        self.summary = {
+            "rows_in": self.records[0].rows_in, "kept": comments.height,
+            "quarantined": 0 if quarantine is None else quarantine.height,
+            "dup_groups": comments["dup_group"].n_unique(),
+            "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in flag.CATEGORIES},
+            "needs_review": int(comments["needs_review"].sum()),
+            "review_groups": built["review_queue"].height,
+            "topics": int((built["topics"]["topic_id"] >= 0).sum()),
+        }
+        return files
+
+    def _manifest(self, input_info: list[dict], files: dict[str, str], started: float) -> dict:
+        now = dt.datetime.now(dt.timezone.utc)
+        config = self.cfg.model_dump(mode="json")
+        facts = {r.name: r.facts for r in self.records}
+        return {
+            "run_id": f"{now:%Y%m%dT%H%M%SZ}-{self.cfg.hash()[:6]}",
+            "finished_at": now.isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 3),
+            "inputs": input_info,
+            "config": config,
+            "config_hash": self.cfg.hash(),
+            "summary": self.summary,
+            "stages": [r.__dict__ for r in self.records],
+            "models": {"embedding": facts.get("embed", {}).get("embed_model"),
+                       "offence": facts.get("flag", {}).get("offence_model_version")},
+            "outputs": files,
+            "libraries": {name: _version(name) for name in LIBRARIES},
+            "python": platform.python_version(),
+            "pid": os.getpid(),
+        }
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

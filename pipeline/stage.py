@@ -1,0 +1,51 @@
+"""The stage contract: a named, versioned, pure function from a polars table to a table.
+
+A stage declares the columns it needs and the columns it adds; the runner checks both, so a stage
+that forgets a column fails at its own boundary instead of three stages later. Stages never read
+or write files; what they need from outside (models, caches, state) comes through `StageContext`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its table and config section."""
+
+    seed: int
+    cache_dir: Path
+    state_dir: Path | None
+    progress: bool = True
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
+    # Facts a stage reports for the manifest (model versions, outlier share, ...).
+    facts: dict[str, Any] = field(default_factory=dict)
+    # Side tables a stage produces besides its main table (e.g. topics), written by the runner.
+    side_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    version: str  # bump when the stage's code changes its output: part of the cache key
+    config_section: str | None
+    requires: tuple[str, ...]
+    adds: tuple[str, ...]
+    run: Callable[[pl.DataFrame, Any, StageContext], pl.DataFrame]
+    # Config sections besides its own whose change must rerun this stage (e.g. flag thresholds for export).
+    also_depends_on: tuple[str, ...] = ()
+
+    def check_input(self, table: pl.DataFrame) -> None:
+        missing = [c for c in self.requires if c not in table.columns]
+        if missing:
+            raise RuntimeError(f"stage {self.name!r} needs columns {missing} that earlier stages did not add")
+
+    def check_output(self, table: pl.DataFrame) -> None:
+        missing = [c for c in self.adds if c not in table.columns]
+        if missing:
+            raise RuntimeError(f"stage {self.name!r} did not add the columns it declares: {missing}")

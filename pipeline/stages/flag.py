@@ -1,0 +1,102 @@
+"""Flag: per category a score in [0,1], a flag at the configured threshold, and the evidence.
+
+Categories (definitions also in README and models/README.md):
+- abuse: insults, profanity or threats aimed at a person or at the reader.
+- hate: demeaning or dehumanising content aimed at a group (region, ethnicity, nationality, gender,
+  sexuality, religion, disability).
+- conspiracy: claims that hidden actors secretly steer events, as opposed to criticism or reporting.
+
+Scores combine independent signals by noisy-OR (1 - prod(1 - s)):
+- abuse = insult-lexicon weight  (+)  offence-model probability (halved when the comment names a group)
+- hate  = slur-lexicon weight  (+)  offence-model probability (x 0.35 when no group is named)
+- conspiracy = the weights of the conspiracy rules that match
+Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.config import PROJECT_ROOT, FlagConfig
+from pipeline.flag_rules import load_lexicon, load_rules, noisy_or
+from pipeline.stages.dedup import match_key
+from pipeline.stage import Stage, StageContext
+
+CATEGORIES = ("abuse", "hate", "conspiracy")
+# How much of the offence model's probability counts toward each category, by whether a group is named.
+MODEL_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.35}}
+
+
+@lru_cache(maxsize=4)
+def load_resources(models_dir: Path):
+    from pipeline.offence_model import OffenceModel
+
+    return {
+        "offence": OffenceModel.load(models_dir / "offence"),
+        "insults": load_lexicon(models_dir / "lexicons" / "insults.txt"),
+        "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt"),
+        "groups": load_lexicon(models_dir / "lexicons" / "group_targets.txt"),
+        "conspiracy": load_rules(models_dir / "rules" / "conspiracy.yaml"),
+    }
+
+
+def score_texts(texts_norm: list[str], models_dir: Path) -> list[dict]:
+    """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}."""
+    res = load_resources(models_dir)
+    probs = res["offence"].predict_proba(texts_norm) if texts_norm else []
+    out = []
+    for text, p in zip(texts_norm, probs):
+        p = float(p)
+        key = match_key(text)
+        groups = [t for t, _ in res["groups"].matches(key)]
+        insults = res["insults"].matches(key)
+        slurs = res["slurs"].matches(key)
+        rules = [(r, m.group(0)) for r in res["conspiracy"] if (m := r.pattern.search(key))]
+        names_group = bool(groups or slurs)
+        model_evidence = ""
+        if p >= 0.3:
+            terms = ", ".join(f"{t} +{w:.2f}" for t, w in res["offence"].top_terms(text, 3))
+            model_evidence = f"model offence p={p:.2f}" + (f" ({terms})" if terms else "")
+        row = {
+            "score_abuse": noisy_or([w for _, w in insults] + [p * MODEL_SHARE["abuse"][names_group]]),
+            "score_hate": noisy_or([w for _, w in slurs] + [p * MODEL_SHARE["hate"][names_group]]),
+            "score_conspiracy": noisy_or([r.weight for r, _ in rules]),
+            "evidence_abuse": [f"insult '{t}'" for t, _ in insults] + ([model_evidence] if model_evidence else []),
+            "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
+                             + ([model_evidence] if model_evidence and names_group else []),
+            "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in rules],
+            "score_offence_model": p,
+        }
+        out.append(row)
+    return out
+
+
+def models_dir_of(cfg: FlagConfig) -> Path:
+    return cfg.models_dir or PROJECT_ROOT / "models"
+
+
+def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
+    # Score each distinct text once: copies of a comment get identical scores and evidence.
+    distinct = table["text_norm"].unique(maintain_order=True).to_list()
+    scored = pl.DataFrame(score_texts(distinct, models_dir_of(cfg)), schema={
+        **{f"score_{c}": pl.Float64 for c in CATEGORIES},
+        **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
+        "score_offence_model": pl.Float64,
+    }).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
+    table = table.join(scored, on="text_norm", how="left", maintain_order="left")
+    thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}
+    table = table.with_columns(
+        [(pl.col(f"score_{c}") >= thresholds[c]).alias(f"flag_{c}") for c in CATEGORIES])
+    table = table.with_columns(pl.any_horizontal([f"flag_{c}" for c in CATEGORIES]).alias("needs_review"))
+    res = load_resources(models_dir_of(cfg))
+    ctx.facts.update(offence_model_version=res["offence"].version,
+                     flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
+                     needs_review=int(table["needs_review"].sum()))
+    return table
+
+
+STAGE = Stage(name="flag", version="1", config_section="flag", requires=("text_norm",),
+              adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
+              + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

@@ -1,0 +1,66 @@
+"""Ingest: validate raw rows, give every comment a unique id, add `text_norm`.
+
+Rows that cannot become comments (unreadable, no text, empty text) go to the quarantine side
+table with their file, row and reason; every other row is kept, in input order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.config import IngestConfig
+from pipeline.normalize import normalize_text
+from pipeline.stage import Stage, StageContext
+
+QUARANTINE_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "comment_id": pl.String,
+                     "text": pl.String, "reason": pl.String}
+
+
+def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame:
+    raw = raw.with_row_index("input_index")
+    reason = (
+        pl.when(pl.col("read_error").is_not_null()).then(pl.col("read_error"))
+        .when(pl.col("raw_text").is_null()).then(pl.lit("missing text"))
+        .when(pl.col("raw_text").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty text"))
+    )
+    raw = raw.with_columns(reason.alias("reason"))
+    bad = raw.filter(pl.col("reason").is_not_null())
+    ctx.side_tables["quarantine"] = bad.select(
+        "source_file", "source_row", pl.col("raw_id").alias("comment_id"),
+        pl.col("raw_text").alias("text"), "reason").cast(QUARANTINE_SCHEMA)
+    kept = raw.filter(pl.col("reason").is_null())
+
+    # Stable generated ids: the same file and row give the same id in every run.
+    generated = pl.format("{}:{}", pl.col("source_file").map_elements(lambda p: Path(p).stem, return_dtype=pl.String),
+                          pl.col("source_row"))
+    kept = kept.with_columns(pl.coalesce("raw_id", generated).alias("comment_id"))
+    kept = _make_ids_unique(kept)
+
+    norm = [normalize_text(t[: cfg.max_chars]) for t in kept["raw_text"].to_list()]
+    kept = kept.with_columns(
+        pl.col("raw_text").alias("text"),
+        pl.Series("text_norm", norm, dtype=pl.String),
+        (pl.col("raw_text").str.len_chars() > cfg.max_chars).alias("text_truncated"),
+    )
+    ctx.facts["quarantined"] = bad.height
+    return kept.select("comment_id", "text", "text_norm", "source_file", "source_row", "input_index",
+                       "text_truncated", "id_note")
+
+
+def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
+    """Keep every row of a repeated id: later copies get "~2", "~3"... and a note saying so."""
+    occurrence = pl.int_range(pl.len()).over("comment_id") + 1
+    table = table.with_columns(occurrence.alias("_occ"))
+    new_id = pl.when(pl.col("_occ") > 1).then(pl.format("{}~{}", "comment_id", "_occ")).otherwise("comment_id")
+    note = pl.when(pl.col("_occ") > 1).then(
+        pl.format("duplicate comment_id {}; renamed", "comment_id")).otherwise(pl.lit(None, pl.String))
+    return table.with_columns(new_id.alias("comment_id"), note.alias("id_note")).drop("_occ")
+
+
+STAGE = Stage(
+    name="ingest", version="1", config_section="ingest",
+    requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
+    adds=("comment_id", "text", "text_norm"),
+    run=run,
+)

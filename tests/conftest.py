@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests that need ../shared data say so and skip cleanly when it is absent."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared"
+SEED = SHARED / "seed" / "000_0aee8a93e9b1567e.txt"
+SEED_LABELS = SHARED / "eval" / "seed_labels.csv"
+
+
+def needs_shared(path: Path):
+    return pytest.mark.skipif(not path.exists(), reason=f"needs ../shared data: {path} is absent")
+
+
+def seed_comments() -> list[str]:
+    from pipeline.readers import read_inputs
+
+    raw = read_inputs([SEED], "comment_id", "text")
+    return raw["raw_text"].to_list()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, cwd: Path = PROJECT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=900)

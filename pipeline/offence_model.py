@@ -56,7 +56,7 @@ MIN_DF = 2
 # a refit would change every document's L2 norm and so every score). It goes on to the next, smaller
 # fraction while dev macro-F1 stays within PRUNE_TOLERANCE (about 6 of ~6,400 dev rows) of the
 # unpruned model. The tolerance is strict on purpose: dev is in-domain, and rare n-grams dropped here
-# may still matter on real comments; size is no reason to prune harder (the full model is ~3 MB).
+# may still matter on real comments; size is no reason to prune harder (unpruned models here are 1-5 MB).
 KEEP_FRACTIONS = (0.75, 0.5, 0.25)
 PRUNE_TOLERANCE = 0.001
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.005), 3)
@@ -129,14 +129,14 @@ def _sha256(path: Path) -> str:
 
 
 def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, threshold: float,
-               training: dict | None = None) -> Path:
+               train_positive_rate: float, training: dict | None = None) -> Path:
     """Write vocab.parquet and model.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     terms = vec.get_feature_names_out().tolist()
     table = pa.table({
         "term": pa.array(terms, pa.string()),
         "idf": pa.array(vec.idf_, pa.float64()),
-        # float64 on purpose: float32 coefficients would break the 1e-6 round-trip guarantee.
+        # float64 so that loading gives back exactly the trained weights, not just nearly.
         "coef": pa.array(clf.coef_[0], pa.float64()),
     })
     pq.write_table(table, out_dir / VOCAB_FILE, compression="zstd")
@@ -152,6 +152,8 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
         "norm": "l2",
         "intercept": float(clf.intercept_[0]),
         "threshold": float(threshold),
+        # The share of offensive rows it was trained on: the prior its probabilities assume.
+        "train_positive_rate": round(float(train_positive_rate), 6),
         "features": {"file": VOCAB_FILE, "n_features": len(terms), "sha256": _sha256(out_dir / VOCAB_FILE),
                      "columns": {"term": "character n-gram (lower-cased)", "idf": "inverse document frequency",
                                  "coef": "logistic-regression weight"}},
@@ -178,8 +180,10 @@ class OffenceModel:
     """A loaded offence model. Inputs are normalised texts (the `text_norm` column)."""
 
     def __init__(self, terms: list[str], idf: np.ndarray, coef: np.ndarray, intercept: float,
-                 ngram_range: tuple[int, int], lowercase: bool, threshold: float, version: str):
+                 ngram_range: tuple[int, int], lowercase: bool, threshold: float, version: str,
+                 train_positive_rate: float):
         self.terms = terms
+        self.train_positive_rate = train_positive_rate
         self.idf = idf
         self.coef = coef
         self.intercept = intercept
@@ -209,6 +213,7 @@ class OffenceModel:
                    ngram_range=tuple(meta["ngram_range"]),
                    lowercase=bool(meta["lowercase"]),
                    threshold=float(meta["threshold"]),
+                   train_positive_rate=float(meta["train_positive_rate"]),
                    # model.json holds the vocab's sha256, so its own hash names the whole model.
                    version=hashlib.sha256(raw).hexdigest()[:12])
 
@@ -294,8 +299,20 @@ that the numbers below and the threshold describe this exact model.
 
 COLD dev comes from the same distribution as train; on COLD's held-out test split this model type
 scores about 0.795 macro-F1 (shared/notes/offence-baselines.md), and real comments differ again.
+COLD's offensive examples are mostly about groups (race, region, gender); plain personal profanity
+is rarer there and scores lower, which is why the flag stage pairs this model with insult lexicons.
+
+## Use
+```python
+from pipeline.offence_model import OffenceModel
+model = OffenceModel.load(Path("models/offence"))
+p = model.predict_proba(texts_norm)          # offensive probability per text
+flagged = p >= model.threshold
+evidence = model.top_terms(texts_norm[0], 3)  # [(n-gram, log-odds contribution), ...]
+```
 
 ## Rebuild
+From the project root:
 ```
 {command}
 ```
@@ -355,14 +372,15 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0) -
     training = {
         "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
                  **({"swsr": "aggiejiang/SWSR SexComment.csv (MIT)"} if "swsr" in rows else {})},
-        "rows": rows, "selection": "COLD dev.csv without rows whose text is in train",
+        "rows": rows,
+        "selection": "COLD dev.csv without rows whose text is in train",
         "dev_rows": len(dev_x), "seed": seed,
         "params": {"ngram_range": list(ngram_range), "min_df": MIN_DF, "C": C, "keep_fraction": keep_fraction},
     }
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(vec, clf, tmp, threshold, training)
+    save_model(vec, clf, tmp, threshold, float(np.mean(y)), training)
     # The saved files must score exactly like the in-memory model; refuse to ship them otherwise.
     roundtrip = float(np.max(np.abs(OffenceModel.load(tmp).predict_proba(dev_x) - dev_p), initial=0.0))
     if roundtrip > 1e-6:
@@ -387,7 +405,7 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0) -
     }
     metrics["model_bytes"] = sum((tmp / f).stat().st_size for f in (VOCAB_FILE, MODEL_FILE))
     metrics["seconds"] = round(time.perf_counter() - start, 1)
-    command = (f"python -m pipeline.offence_model --cold {cold_dir}"
+    command = (f"python -m pipeline train-flags --cold {cold_dir}"
                + (f" --swsr {swsr_dir}" if swsr_dir is not None else "") + f" --out {out_dir}")
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(_readme(metrics, command), encoding="utf-8")

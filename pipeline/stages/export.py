@@ -48,9 +48,9 @@ def review_queue(comments: pl.DataFrame) -> pl.DataFrame:
                  pl.col("text").filter(pl.col("comment_id") == pl.col("dup_rep_id")).first().alias("representative_text"),
                  pl.col("comment_id").alias("member_ids"),
                  pl.col("review_priority").max(),
-                 pl.col("flagged_categories").flatten().unique(maintain_order=True),
+                 pl.col("flagged_categories").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True),
                  *[pl.col(f"score_{c}").max() for c in CATEGORIES],
-                 pl.col("_evidence").flatten().unique(maintain_order=True).alias("evidence"),
+                 pl.col("_evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True).alias("evidence"),
                  pl.col("topic_id").first(), pl.col("topic_label").first()))
     queue = queue.with_columns(pl.col("flagged_categories").list.sort())
     queue = queue.sort(["review_priority", "dup_group_size", "dup_group"], descending=[True, True, False])

@@ -7,6 +7,8 @@ Categories (definitions also in README and models/README.md):
 - conspiracy: claims that hidden actors secretly steer events, as opposed to criticism or reporting.
 
 Scores combine independent signals by noisy-OR (1 - prod(1 - s)):
+The offence model's probability is first recalibrated from its training prior (COLD: half
+offensive) to `flag.offence_base_rate`, the share expected on the platform.
 - abuse = insult-lexicon weight  (+)  offence-model probability (halved when the comment names a group)
 - hate  = slur-lexicon weight  (+)  offence-model probability (x 0.35 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match
@@ -17,9 +19,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+from scipy.special import expit, logit
 
 from pipeline.config import PROJECT_ROOT, FlagConfig
+from pipeline.keywords import WORDLIKE
 from pipeline.flag_rules import load_lexicon, load_rules, noisy_or
 from pipeline.stages.dedup import match_key
 from pipeline.stage import Stage, StageContext
@@ -42,14 +47,26 @@ def load_resources(models_dir: Path):
     }
 
 
-def score_texts(texts_norm: list[str], models_dir: Path) -> list[dict]:
+def offence_probabilities(model, texts_norm: list[str], base_rate: float) -> np.ndarray:
+    """The model's probabilities moved from its training prior to the platform's base rate.
+
+    COLD is half offensive; real comment streams are not. Bayes' rule for a changed prior
+    (Saerens et al., 2002) adds logit(base_rate) - logit(training rate) to every log-odds.
+    """
+    shift = logit(base_rate) - logit(model.train_positive_rate)
+    return expit(model.decision_function(texts_norm) + shift)
+
+
+def score_texts(texts_norm: list[str], models_dir: Path, base_rate: float) -> list[dict]:
     """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}."""
     res = load_resources(models_dir)
-    probs = res["offence"].predict_proba(texts_norm) if texts_norm else []
+    probs = offence_probabilities(res["offence"], texts_norm, base_rate)
     out = []
     for text, p in zip(texts_norm, probs):
-        p = float(p)
         key = match_key(text)
+        # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
+        # an insult), but its character n-grams would still score them.
+        p = float(p) if WORDLIKE.search(key) else 0.0
         groups = [t for t, _ in res["groups"].matches(key)]
         insults = res["insults"].matches(key)
         slurs = res["slurs"].matches(key)
@@ -80,7 +97,7 @@ def models_dir_of(cfg: FlagConfig) -> Path:
 def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
     # Score each distinct text once: copies of a comment get identical scores and evidence.
     distinct = table["text_norm"].unique(maintain_order=True).to_list()
-    scored = pl.DataFrame(score_texts(distinct, models_dir_of(cfg)), schema={
+    scored = pl.DataFrame(score_texts(distinct, models_dir_of(cfg), cfg.offence_base_rate), schema={
         **{f"score_{c}": pl.Float64 for c in CATEGORIES},
         **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
         "score_offence_model": pl.Float64,

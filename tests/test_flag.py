@@ -1,0 +1,55 @@
+"""The flag stage on texts written here, with the shipped models (no ../shared data needed)."""
+import polars as pl
+import pytest
+
+from pipeline.config import FlagConfig
+from pipeline.normalize import normalize_text
+from pipeline.stage import StageContext
+from pipeline.stages.flag import run
+
+
+def flag(texts, **cfg):
+    table = pl.DataFrame({"text_norm": [normalize_text(t) for t in texts]})
+    ctx = StageContext(seed=0, cache_dir=None, state_dir=None)
+    return run(table, FlagConfig(**cfg), ctx), ctx
+
+
+def test_scores_flags_and_evidence():
+    t, ctx = flag(["你就是个傻逼,滚", "今天地铁开通了,通勤方便多了", "背后肯定有境外势力操控,都是为了洗钱",
+                   "外地人都是小偷,滚出我们城市", "他因为洗钱被法院判了刑"])
+    for c in ("abuse", "hate", "conspiracy"):
+        assert t[f"score_{c}"].is_between(0, 1).all()
+    assert t["flag_abuse"].to_list()[:2] == [True, False]
+    assert any("傻逼" in e for e in t["evidence_abuse"][0])
+    assert t["flag_conspiracy"].to_list() == [False, False, True, False, False]
+    assert any(e.startswith("rule ") for e in t["evidence_conspiracy"][2])
+    assert t["score_hate"][3] > t["score_hate"][1] and any("外地人" in e for e in t["evidence_hate"][3])
+    assert t["needs_review"].to_list() == [a or h or c for a, h, c in
+                                           zip(t["flag_abuse"], t["flag_hate"], t["flag_conspiracy"])]
+    assert ctx.facts["flagged"]["abuse"] == int(t["flag_abuse"].sum())
+
+
+def test_spacing_and_punctuation_do_not_hide_an_insult():
+    t, _ = flag(["你 就 是 个 傻 逼", "你,就是,个傻.逼"])
+    assert t["flag_abuse"].all()
+
+
+def test_punctuation_only_is_not_judged_by_the_model():
+    t, _ = flag(["？？？", "。。。。。。", "666"])
+    assert t["score_offence_model"].to_list() == [0.0, 0.0, 0.0]
+    assert not t["needs_review"].any()
+
+
+def test_thresholds_come_from_config():
+    text = ["背后肯定有境外势力操控,都是为了洗钱"]
+    strict, _ = flag(text, threshold_conspiracy=0.99)
+    loose, _ = flag(text, threshold_conspiracy=0.1)
+    assert not strict["flag_conspiracy"][0] and loose["flag_conspiracy"][0]
+    assert strict["score_conspiracy"][0] == pytest.approx(loose["score_conspiracy"][0])
+
+
+def test_a_lower_base_rate_lowers_model_scores():
+    text = ["这些人真恶心,都应该滚出去"]
+    low, _ = flag(text, offence_base_rate=0.02)
+    high, _ = flag(text, offence_base_rate=0.5)
+    assert low["score_offence_model"][0] < high["score_offence_model"][0]

@@ -97,7 +97,7 @@ def cmd_describe() -> int:
     from pipeline.runner import STAGES
 
     for s in STAGES:
-        print(f"{s.name} (v{s.version}, config: {s.config_section})\n  needs: {', '.join(s.requires)}\n  adds:  {', '.join(s.adds)}")
+        print(f"{s.name} (v{s.version}, config section: {s.config_section})\n  needs: {', '.join(s.requires)}\n  adds:  {', '.join(s.adds)}")
     print("export\n  writes: comments.parquet, topics.parquet, review/queue.parquet, review/queue.csv, "
           "quarantine.parquet (when rows were rejected), manifest.json")
     return EXIT_OK

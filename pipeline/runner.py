@@ -84,14 +84,17 @@ class Runner:
         return self.inputs
 
     def _run_stages(self, input_info: list[dict], ctx: StageContext) -> tuple[pl.DataFrame, dict]:
-        fingerprints: dict[str, str] = {"input": stable_hash([i["sha256"] for i in input_info])}
+        # Paths count too: generated ids are made from file names.
+        fingerprints: dict[str, str] = {"input": stable_hash([(i["path"], i["sha256"]) for i in input_info])}
         producer = {c: "input" for c in readers.RAW_SCHEMA}
         table: pl.DataFrame | None = None
         side: dict[str, pl.DataFrame] = {}
         for stage in STAGES:
             upstream = sorted({producer[c] for c in stage.requires})
-            section = self.cfg.section_hash(stage.config_section) if stage.config_section else ""
-            fp = stable_hash([stage.name, stage.version, section, ctx.seed, [fingerprints[u] for u in upstream]])
+            section_cfg = getattr(self.cfg, stage.config_section)
+            resources = stage.resources(section_cfg) if stage.resources else ""
+            fp = stable_hash([stage.name, stage.version, self.cfg.section_hash(stage.config_section), resources,
+                              ctx.seed, [fingerprints[u] for u in upstream]])
             fingerprints[stage.name] = fp
             t0 = time.time()
             cached = self._load_cached(stage, fp)
@@ -109,7 +112,7 @@ class Runner:
                 log.info("stage %s: running on %d rows", stage.name, rows_in)
                 stage.check_input(table)
                 ctx.facts, ctx.side_tables = {}, {}
-                result = stage.run(table, getattr(self.cfg, stage.config_section), ctx)
+                result = stage.run(table, section_cfg, ctx)
                 stage.check_output(result)
                 if stage is not STAGES[0] and result.height != table.height:
                     raise RuntimeError(f"stage {stage.name!r} changed the row count ({table.height} -> {result.height})")

@@ -33,12 +33,13 @@ class StageContext:
 class Stage:
     name: str
     version: str  # bump when the stage's code changes its output: part of the cache key
-    config_section: str | None
+    config_section: str  # the config section it reads; part of its fingerprint
     requires: tuple[str, ...]
     adds: tuple[str, ...]
     run: Callable[[pl.DataFrame, Any, StageContext], pl.DataFrame]
-    # Config sections besides its own whose change must rerun this stage (e.g. flag thresholds for export).
-    also_depends_on: tuple[str, ...] = ()
+    # What else its output depends on besides code, config and input columns (e.g. model files):
+    # a function of its config section returning a fingerprint string.
+    resources: Callable[[Any], str] | None = None
 
     def check_input(self, table: pl.DataFrame) -> None:
         missing = [c for c in self.requires if c not in table.columns]

@@ -16,6 +16,7 @@ Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so
 """
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -114,6 +115,18 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     return table
 
 
+def resources_fingerprint(cfg: FlagConfig) -> str:
+    """Retraining the model or editing a lexicon or rule must rerun the stage."""
+    root = models_dir_of(cfg)
+    files = [root / "offence" / "model.json", *sorted((root / "lexicons").glob("*.txt")),
+             *sorted((root / "rules").glob("*.yaml"))]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 STAGE = Stage(name="flag", version="1", config_section="flag", requires=("text_norm",),
+              resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
               + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

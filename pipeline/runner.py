@@ -93,7 +93,7 @@ class Runner:
             upstream = sorted({producer[c] for c in stage.requires})
             section_cfg = getattr(self.cfg, stage.config_section)
             resources = stage.resources(section_cfg) if stage.resources else ""
-            fp = stable_hash([stage.name, stage.version, self.cfg.section_hash(stage.config_section), resources,
+            fp = stable_hash([stage.name, stage.code_fingerprint(), self.cfg.section_hash(stage.config_section), resources,
                               ctx.seed, [fingerprints[u] for u in upstream]])
             fingerprints[stage.name] = fp
             t0 = time.time()

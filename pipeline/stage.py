@@ -6,6 +6,8 @@ or write files; what they need from outside (models, caches, state) comes throug
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +39,19 @@ class Stage:
     requires: tuple[str, ...]
     adds: tuple[str, ...]
     run: Callable[[pl.DataFrame, Any, StageContext], pl.DataFrame]
+    # Project modules besides its own whose code shapes its output; their source is fingerprinted
+    # too, so editing them reruns the stage without anyone remembering to bump `version`.
+    code_modules: tuple[str, ...] = ()
     # What else its output depends on besides code, config and input columns (e.g. model files):
     # a function of its config section returning a fingerprint string.
     resources: Callable[[Any], str] | None = None
+
+    def code_fingerprint(self) -> str:
+        h = hashlib.sha256(self.version.encode())
+        for name in (self.run.__module__, *self.code_modules):
+            spec = importlib.util.find_spec(name)
+            h.update(name.encode() + Path(spec.origin).read_bytes())
+        return h.hexdigest()[:16]
 
     def check_input(self, table: pl.DataFrame) -> None:
         missing = [c for c in self.requires if c not in table.columns]

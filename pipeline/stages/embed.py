@@ -19,6 +19,10 @@ def load_model(cfg: EmbedConfig, ctx: StageContext):
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if not ctx.progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in scheduler logs
     key = (str(ctx.cache_dir), cfg.max_seq_length)
     if key not in _MODELS:
         model = e5_model.load_sentence_transformer(ctx.cache_dir)
@@ -55,4 +59,5 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
 
 
 STAGE = Stage(name="embed", version="1", config_section="embed",
+              code_modules=("pipeline.e5_model", "pipeline.embedding_cache"),
               requires=("text_norm",), adds=("embedding",), run=run)

@@ -9,8 +9,8 @@ Categories (definitions also in README and models/README.md):
 Scores combine independent signals by noisy-OR (1 - prod(1 - s)):
 The offence model's probability is first recalibrated from its training prior (COLD: half
 offensive) to `flag.offence_base_rate`, the share expected on the platform.
-- abuse = insult-lexicon weight  (+)  offence-model probability (halved when the comment names a group)
-- hate  = slur-lexicon weight  (+)  offence-model probability (x 0.35 when no group is named)
+- abuse = insult-lexicon weights and offence-model probability (each halved when a group is named)
+- hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.35 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match
 Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
 """
@@ -31,8 +31,9 @@ from pipeline.stages.dedup import match_key
 from pipeline.stage import Stage, StageContext
 
 CATEGORIES = ("abuse", "hate", "conspiracy")
-# How much of the offence model's probability counts toward each category, by whether a group is named.
-MODEL_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.35}}
+# How much offence evidence (insult terms, the model) counts toward each category, by whether the
+# comment names a group: aimed at a group it is hate, otherwise abuse of a person.
+OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.35}}
 
 
 @lru_cache(maxsize=4)
@@ -77,13 +78,17 @@ def score_texts(texts_norm: list[str], models_dir: Path, base_rate: float) -> li
         if p >= 0.3:
             terms = ", ".join(f"{t} +{w:.2f}" for t, w in res["offence"].top_terms(text, 3))
             model_evidence = f"model offence p={p:.2f}" + (f" ({terms})" if terms else "")
+        # Insults and the model measure offence; whether it is abuse or hate depends on its target.
+        offence = [w for _, w in insults] + [p]
+        share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
+        insult_evidence = [f"insult '{t}'" for t, _ in insults]
         row = {
-            "score_abuse": noisy_or([w for _, w in insults] + [p * MODEL_SHARE["abuse"][names_group]]),
-            "score_hate": noisy_or([w for _, w in slurs] + [p * MODEL_SHARE["hate"][names_group]]),
+            "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
+            "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
             "score_conspiracy": noisy_or([r.weight for r, _ in rules]),
-            "evidence_abuse": [f"insult '{t}'" for t, _ in insults] + ([model_evidence] if model_evidence else []),
+            "evidence_abuse": insult_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
-                             + ([model_evidence] if model_evidence and names_group else []),
+                             + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in rules],
             "score_offence_model": p,
         }
@@ -127,6 +132,7 @@ def resources_fingerprint(cfg: FlagConfig) -> str:
 
 
 STAGE = Stage(name="flag", version="1", config_section="flag", requires=("text_norm",),
+              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.stages.dedup", "pipeline.keywords"),
               resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
               + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

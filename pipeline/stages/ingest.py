@@ -59,7 +59,7 @@ def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
 
 
 STAGE = Stage(
-    name="ingest", version="1", config_section="ingest",
+    name="ingest", version="1", config_section="ingest", code_modules=("pipeline.normalize", "pipeline.readers"),
     requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
     adds=("comment_id", "text", "text_norm"),
     run=run,

@@ -117,6 +117,6 @@ def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray
         "representative_ids": pl.List(pl.String), "representative_text": pl.String})
 
 
-STAGE = Stage(name="topics", version="1", config_section="topics",
+STAGE = Stage(name="topics", version="1", config_section="topics", code_modules=("pipeline.keywords",),
               requires=("embedding", "dup_group", "dup_group_size", "is_dup_rep", "text_norm"),
               adds=("topic_id", "topic_label"), run=run)

@@ -46,8 +46,9 @@ class EmbedConfig(Section):
 class DedupConfig(Section):
     shingle_size: int = Field(2, ge=1, le=5, description="Character n-gram length for MinHash; comments are short, so 2.")
     num_perm: int = Field(128, ge=16, description="MinHash permutations.")
-    lsh_threshold: float = Field(0.5, gt=0, lt=1, description="LSH candidate threshold (estimated Jaccard); below the verify threshold so candidates are not missed.")
+    lsh_threshold: float = Field(0.55, gt=0, lt=1, description="LSH S-curve threshold for candidates; below min_jaccard so that near-duplicates are rarely missed.")
     min_jaccard: float = Field(0.7, gt=0, le=1, description="Exact n-gram Jaccard a candidate pair needs, against the group's representative, to join.")
+    min_edit_similarity: float = Field(0.9, gt=0, le=1, description="A candidate pair also counts when 1 - edit distance / length is at least this (1 = off): one changed character per 10.")
     min_chars: int = Field(6, ge=1, description="Texts shorter than this (after matching normalisation) only group on exact match.")
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.match_key import match_key
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -37,7 +39,8 @@ def load_lexicon(path: Path) -> Lexicon:
             continue
         term, _, weight = line.partition("\t")
         try:
-            weights[term.strip().lower()] = float(weight) if weight.strip() else 1.0
+            # Terms are matched against matching keys, so they are written in that form too.
+            weights[match_key(term.strip())] = float(weight) if weight.strip() else 1.0
         except ValueError:
             raise ValueError(f"{path}:{n}: expected 'term<TAB>weight', got {line!r}") from None
     return Lexicon(path.stem, weights)

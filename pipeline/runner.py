@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -67,16 +68,47 @@ class Runner:
     def run(self) -> dict:
         started = time.time()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with DirectoryLock(self.out_dir):
+        state_dir = self.cfg.run.state_dir
+        with ExitStack() as locks:
+            locks.enter_context(DirectoryLock(self.out_dir))
+            if state_dir is not None:
+                state_dir.mkdir(parents=True, exist_ok=True)
+                if state_dir.resolve() != self.out_dir.resolve():
+                    locks.enter_context(DirectoryLock(state_dir))
             input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
                           for p in self._checked_inputs()]
             ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
-                               state_dir=self.cfg.run.state_dir, progress=self.cfg.run.progress)
+                               state_dir=state_dir, progress=self.cfg.run.progress)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
+            self._save_state(side)
             manifest = self._manifest(input_info, outputs, started)
             atomic_write_json(manifest, self.out_dir / "manifest.json")  # last: marks the run complete
         return manifest
+
+    def _state_path(self, name: str) -> Path | None:
+        state_dir = self.cfg.run.state_dir
+        return None if state_dir is None else state_dir / f"{name}.parquet"
+
+    def _load_state(self, stage: Stage) -> tuple[dict[str, pl.DataFrame], str]:
+        """The stage's state tables from earlier batches, and a fingerprint of them."""
+        tables, hashes = {}, []
+        for name in stage.state:
+            path = self._state_path(name)
+            if path is not None and path.exists():
+                tables[name] = pl.read_parquet(path)
+                hashes.append(file_sha256(path))
+            else:
+                hashes.append("none")
+        return tables, stable_hash(hashes)
+
+    def _save_state(self, side: dict[str, pl.DataFrame]) -> None:
+        # After the outputs: a run killed before this point leaves the state as it was.
+        for stage in STAGES:
+            for name in stage.state:
+                path = self._state_path(name)
+                if path is not None and name in side:
+                    atomic_write_parquet(side[name], path)
 
     def _checked_inputs(self) -> list[Path]:
         for p in self.inputs:
@@ -93,8 +125,9 @@ class Runner:
             upstream = sorted({producer[c] for c in stage.requires})
             section_cfg = getattr(self.cfg, stage.config_section)
             resources = stage.resources(section_cfg) if stage.resources else ""
+            state, state_fp = self._load_state(stage)
             fp = stable_hash([stage.name, stage.code_fingerprint(), self.cfg.section_hash(stage.config_section), resources,
-                              ctx.seed, [fingerprints[u] for u in upstream]])
+                              state_fp, ctx.seed, [fingerprints[u] for u in upstream]])
             fingerprints[stage.name] = fp
             t0 = time.time()
             cached = self._load_cached(stage, fp)
@@ -111,7 +144,7 @@ class Runner:
             else:
                 log.info("stage %s: running on %d rows", stage.name, rows_in)
                 stage.check_input(table)
-                ctx.facts, ctx.side_tables = {}, {}
+                ctx.facts, ctx.side_tables, ctx.state = {}, {}, state
                 result = stage.run(table, section_cfg, ctx)
                 stage.check_output(result)
                 if stage is not STAGES[0] and result.height != table.height:
@@ -121,6 +154,11 @@ class Runner:
                 self._store(stage, fp, new_cols, stage_side, facts)
                 status = "ran"
             table = new_cols if stage is STAGES[0] else pl.concat([table, new_cols], how="horizontal")
+            if stage.state:
+                # State changes every batch, so later stages key on what this stage produced instead:
+                # a rerun that gives the same columns reuses everything downstream.
+                content = hashlib.sha256(new_cols.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+                fingerprints[stage.name] = stable_hash([content, new_cols.columns])
             side.update(stage_side)
             for c in new_cols.columns:
                 producer[c] = stage.name

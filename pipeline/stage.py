@@ -28,7 +28,10 @@ class StageContext:
     # Facts a stage reports for the manifest (model versions, outlier share, ...).
     facts: dict[str, Any] = field(default_factory=dict)
     # Side tables a stage produces besides its main table (e.g. topics), written by the runner.
+    # A side table named like one of the stage's `state` entries is its new state.
     side_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # State from earlier batches (read from the state directory by the runner), by name.
+    state: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Stage:
     # What else its output depends on besides code, config and input columns (e.g. model files):
     # a function of its config section returning a fingerprint string.
     resources: Callable[[Any], str] | None = None
+    # Names of the state tables it reads from earlier batches and returns updated (side tables).
+    state: tuple[str, ...] = ()
 
     def code_fingerprint(self) -> str:
         h = hashlib.sha256(self.version.encode())

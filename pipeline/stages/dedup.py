@@ -1,99 +1,215 @@
-"""Dedup: exact and near-duplicate groups, bounded against a representative.
+"""Dedup: near-duplicate groups that survive evasion and do not drift.
 
-1. Each `text_norm` gets a matching key: lower case, no whitespace, punctuation, symbols or emoji,
-   runs of one repeated character cut to two. Texts that normalise to nothing keep a lighter key.
-2. Identical keys are one group. Keys of at least `min_chars` characters get a MinHash of their
-   character `shingle_size`-grams; LSH proposes candidate pairs; a pair counts only when the exact
-   n-gram Jaccard is at least `min_jaccard`.
-3. Groups are stars, not chains: keys are visited most-frequent first; an unassigned key becomes a
-   representative and takes the unassigned keys verified against *it*. So every member is within
-   `min_jaccard` of its representative (plain union-find lets A~B~C~D drift arbitrarily far).
-`dup_group` is a hash of the representative's key: the same comments get the same id in any order.
+1. Every `text_norm` gets a matching key (`pipeline/match_key.py`: no case, look-alikes,
+   separators, spelling variants or repeats). Identical keys are always one group.
+2. Keys of at least `min_chars` characters get a MinHash of their character `shingle_size`-grams;
+   LSH bands propose candidate pairs; a pair counts only when the exact n-gram Jaccard of the two
+   keys is at least `min_jaccard`, or their normalised edit similarity at least
+   `min_edit_similarity` (one changed character in a short comment). Shorter keys (and keys of emoji-only comments) match exactly only:
+   "最棒中国" is not "最棒中国人".
+3. Groups are led by a representative and never chain: keys are visited in a fixed order (their
+   hash, so input order does not matter), representatives of earlier batches first; a key joins the
+   representative it is most similar to among those it was verified against, or becomes a
+   representative itself. Every member is within `min_jaccard` of its representative, so a chain
+   A~B~C~D of individually-similar pairs cannot pull D into A's group.
+4. `dup_group` is a hash of the representative's key, so the same comments get the same id in
+   every run and order. With a state directory the index of keys and representatives persists:
+   a later batch's copies join the groups of earlier batches and keep their ids.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections import Counter
-
+import numpy as np
 import polars as pl
 import xxhash
-from datasketch import MinHash, MinHashLSH
+from rapidfuzz.distance import Levenshtein
+from rapidfuzz.process import cpdist
 
+from pipeline import minhash
 from pipeline.config import DedupConfig
+from pipeline.match_key import is_fallback, match_key
 from pipeline.stage import Stage, StageContext
 
-REPEATS = re.compile(r"(.)\1{2,}")
+INDEX = "dedup_index"
+VERIFY_CHUNK = 500_000
+INDEX_SCHEMA = {"dedup_key": pl.String, "rep_key": pl.String, "rep_comment_id": pl.String,
+                "rep_bands": pl.List(pl.UInt64), "lsh": pl.String}
 
 
-def match_key(text_norm: str) -> str:
-    s = "".join(ch for ch in text_norm.lower()
-                if not ch.isspace() and unicodedata.category(ch)[0] not in "PSZC")
-    s = REPEATS.sub(r"\1\1", s)
-    # Emoji- or punctuation-only comments still need a group: fall back to exact lighter matching.
-    return s if s else "\0" + "".join(text_norm.split())
+def group_id(rep_key: str) -> str:
+    return "g" + xxhash.xxh3_64_hexdigest(rep_key.encode("utf-8"))
 
 
-def shingles(key: str, n: int) -> set[str]:
-    return {key[i:i + n] for i in range(max(1, len(key) - n + 1))}
+def key_order(key: str) -> tuple[int, str]:
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8")), key
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band), bands * rows <= num_perm, whose S-curve threshold (1/b)^(1/r) is
+    closest to `threshold`. Not only divisors of num_perm: with 128 permutations and 0.55 this is
+    25 bands of 5 (0.525), which passes a Jaccard-0.64 pair 94% of the time but a 0.3 pair only 6%;
+    32 bands of 4 would also pass 23% of the far more numerous 0.3 pairs."""
+    shapes = [(num_perm // r, r) for r in range(1, num_perm + 1)]
+    return min(shapes, key=lambda br: (abs((1 / br[0]) ** (1 / br[1]) - threshold), -br[0] * br[1]))
 
 
-def group_keys(keys: list[str], counts: Counter, cfg: DedupConfig, seed: int) -> dict[str, str]:
-    """Map every distinct key to its representative key."""
-    long_keys = [k for k in keys if len(k) >= cfg.min_chars and not k.startswith("\0")]
-    grams = {k: shingles(k, cfg.shingle_size) for k in long_keys}
-    neighbours: dict[str, set[str]] = {k: set() for k in keys}
-    if len(long_keys) > 1:
-        sets = [[g.encode("utf-8") for g in grams[k]] for k in long_keys]
-        signatures = MinHash.bulk(sets, num_perm=cfg.num_perm, seed=seed)
-        lsh = MinHashLSH(threshold=cfg.lsh_threshold, num_perm=cfg.num_perm)
-        for i, sig in enumerate(signatures):
-            lsh.insert(i, sig)
-        for i, sig in enumerate(signatures):
-            for j in lsh.query(sig):
-                if j > i and jaccard(grams[long_keys[i]], grams[long_keys[j]]) >= cfg.min_jaccard:
-                    neighbours[long_keys[i]].add(long_keys[j])
-                    neighbours[long_keys[j]].add(long_keys[i])
-    order = sorted(keys, key=lambda k: (-counts[k], -len(neighbours[k]), k))
+def lsh_setting(cfg: DedupConfig, seed: int) -> tuple[int, str]:
+    bands, rows = lsh_shape(cfg.lsh_threshold, cfg.num_perm)
+    return bands, f"shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}"
+
+
+def band_rows(keys: list[str], cfg: DedupConfig, seed: int, bands: int) -> np.ndarray:
+    if not keys:
+        return np.zeros((0, bands), dtype=np.uint64)
+    sigs = minhash.signatures(keys, cfg.shingle_size, cfg.num_perm, seed)
+    rows = cfg.num_perm // bands
+    return minhash.band_hashes(np.ascontiguousarray(sigs[:, : bands * rows]), bands)
+
+
+def verified_neighbours(new_keys: list[str], new_bands: np.ndarray, rep_keys: list[str], rep_bands: np.ndarray,
+                        cfg: DedupConfig) -> pl.DataFrame:
+    """Verified similar pairs (new key, other key, jaccard), both directions among new keys."""
+    frames = []
+    within = minhash.candidate_pairs(new_bands) if len(new_keys) > 1 else np.zeros((0, 2), np.int64)
+    across = (minhash.candidate_pairs(new_bands, rep_bands) if len(new_keys) and len(rep_keys)
+              else np.zeros((0, 2), np.int64))
+    for pairs, others in ((within, new_keys), (across, rep_keys)):
+        # In chunks: millions of candidate pairs as Python strings at once would cost gigabytes.
+        for lo in range(0, len(pairs), VERIFY_CHUNK):
+            chunk = pairs[lo: lo + VERIFY_CHUNK]
+            a = [new_keys[i] for i in chunk[:, 0]]
+            b = [others[j] for j in chunk[:, 1]]
+            similarity = verify(a, b, cfg)
+            keep = np.flatnonzero(similarity > 0)
+            frame = pl.DataFrame({"key": [a[i] for i in keep], "other": [b[i] for i in keep],
+                                  "similarity": similarity[keep]},
+                                 schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
+            frames.append(frame)
+            if others is new_keys:
+                frames.append(frame.select(pl.col("other").alias("key"), pl.col("key").alias("other"), "similarity"))
+    if not frames:
+        return pl.DataFrame(schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
+    return pl.concat(frames)
+
+
+def edit_jaccard_floor(cfg: DedupConfig) -> float:
+    """The lowest n-gram Jaccard a pair with edit similarity >= min_edit_similarity can have, less a
+    margin for short keys: each edit changes at most n n-grams, so with k = n * (1 - similarity)
+    Jaccard >= (1 - k) / (1 + k) (0.67 for 2-grams at 0.9). Pairs below it skip the edit test,
+    which spares scoring most candidates."""
+    k = cfg.shingle_size * (1 - cfg.min_edit_similarity)
+    return max(0.0, (1 - k) / (1 + k) - 0.1)
+
+
+def verify(keys_a: list[str], keys_b: list[str], cfg: DedupConfig) -> np.ndarray:
+    """Similarity of each candidate pair, 0 where it fails both tests: the exact n-gram Jaccard
+    (>= min_jaccard), or for pairs that fail it, the normalised edit similarity (>= min_edit_similarity),
+    which keeps one changed character in a 10-character comment (Jaccard 0.64) a near-duplicate."""
+    jac = minhash.jaccard(keys_a, keys_b, cfg.shingle_size)
+    similarity = np.where(jac >= cfg.min_jaccard, jac, 0.0)
+    rest = np.flatnonzero((jac < cfg.min_jaccard) & (jac >= edit_jaccard_floor(cfg)))
+    if len(rest) and cfg.min_edit_similarity < 1:
+        edit = cpdist([keys_a[i] for i in rest], [keys_b[i] for i in rest],
+                      scorer=Levenshtein.normalized_similarity, dtype=np.float64)
+        similarity[rest] = np.where(edit >= cfg.min_edit_similarity, edit, 0.0)
+    return similarity
+
+
+def lead(new_keys: list[str], neighbours: pl.DataFrame, existing_reps: set[str]) -> dict[str, str]:
+    """Representative of every new key: the most similar representative among its verified
+    neighbours at the moment it is visited, or itself."""
+    reps = set(existing_reps)
+    by_key = {k: list(zip(o, j)) for k, o, j in neighbours.group_by("key").agg("other", "similarity").iter_rows()}
     rep_of: dict[str, str] = {}
-    for k in order:
-        if k in rep_of:
-            continue
-        rep_of[k] = k
-        for other in sorted(neighbours[k]):
-            if other not in rep_of:
-                rep_of[other] = k
+    for key in new_keys:  # already in canonical order
+        choices = [(j, o) for o, j in by_key.get(key, ()) if o in reps]
+        if choices:
+            rep_of[key] = min(choices, key=lambda c: (-c[0], key_order(c[1])))[1]
+        else:
+            rep_of[key] = key
+            reps.add(key)
     return rep_of
 
 
+def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: int) -> tuple[dict[str, str], pl.DataFrame]:
+    """Representative key of every distinct key, and the new rows for the index."""
+    bands, setting = lsh_setting(cfg, seed)
+    known: dict[str, str] = {}
+    rep_keys: list[str] = []
+    rep_bands = np.zeros((0, bands), dtype=np.uint64)
+    if index is not None and index.height:
+        known = dict(zip(index["dedup_key"].to_list(), index["rep_key"].to_list()))
+        reps = index.filter(pl.col("rep_bands").is_not_null())
+        rep_keys = reps["dedup_key"].to_list()
+        if reps.height and reps["lsh"][0] == setting:
+            rep_bands = reps["rep_bands"].explode().to_numpy().astype(np.uint64).reshape(len(rep_keys), bands)
+        else:  # the LSH settings changed since the index was written: re-sign its representatives
+            rep_bands = band_rows(rep_keys, cfg, seed, bands)
+    new = sorted((k for k in keys if k not in known), key=key_order)
+    is_long = np.array([len(k) >= cfg.min_chars and not is_fallback(k) for k in new], dtype=bool)
+    long_new = [k for k, ok in zip(new, is_long) if ok]
+    new_bands = band_rows(long_new, cfg, seed, bands)
+    neighbours = verified_neighbours(long_new, new_bands, rep_keys, rep_bands, cfg)
+    rep_of = {k: k for k in new} | lead(long_new, neighbours, set(rep_keys))
+    # Band hashes are kept for long representatives only: the ones a later batch can join.
+    all_bands = np.zeros((len(new), bands), dtype=np.uint64)
+    all_bands[is_long] = new_bands
+    rep_keys_new = [rep_of[k] for k in new]
+    keep_bands = pl.Series([k == r for k, r in zip(new, rep_keys_new)], dtype=pl.Boolean) & pl.Series(is_long, dtype=pl.Boolean)
+    new_rows = pl.DataFrame({"dedup_key": new, "rep_key": rep_keys_new, "lsh": [setting] * len(new)},
+                            schema={"dedup_key": pl.String, "rep_key": pl.String, "lsh": pl.String})
+    new_rows = new_rows.with_columns(
+        pl.when(keep_bands).then(pl.Series("rep_bands", all_bands).cast(pl.List(pl.UInt64))).alias("rep_bands"))
+    return known | rep_of, new_rows
+
+
 def run(table: pl.DataFrame, cfg: DedupConfig, ctx: StageContext) -> pl.DataFrame:
-    keys = [match_key(t) for t in table["text_norm"].to_list()]
-    counts = Counter(keys)
-    rep_of = group_keys(sorted(counts), counts, cfg, ctx.seed)
-    rep_keys = [rep_of[k] for k in keys]
+    index = ctx.state.get(INDEX)
+    distinct = table["text_norm"].unique(maintain_order=True).to_list()
+    key_of = {t: match_key(t) for t in distinct}
+    keys = [key_of[t] for t in table["text_norm"].to_list()]
+    rep_of, new_rows = assign(set(key_of.values()), index, cfg, ctx.seed)
+
+    group_of = {k: group_id(rep_of[k]) for k in set(keys)}
+    text_hash = {t: xxhash.xxh3_64_intdigest(t.encode("utf-8")) for t in distinct}
     table = table.with_columns(
         pl.Series("dedup_key", keys, dtype=pl.String),
-        pl.Series("dup_group", [f"g{xxhash.xxh3_64_hexdigest(r.encode('utf-8'))[:12]}" for r in rep_keys],
-                  dtype=pl.String),
+        pl.Series("_rep_key", [rep_of[k] for k in keys], dtype=pl.String),
+        pl.Series("dup_group", [group_of[k] for k in keys], dtype=pl.String),
+        pl.Series("_text_hash", [text_hash[t] for t in table["text_norm"].to_list()], dtype=pl.UInt64),
     )
-    # The representative comment is the first in input order whose key is the representative key.
-    is_rep_text = pl.Series(rep_keys) == pl.Series(keys)
-    first_rep = (table.with_columns(is_rep_text.alias("_rep"))
-                 .filter("_rep").group_by("dup_group", maintain_order=True)
-                 .agg(pl.col("comment_id").first().alias("dup_rep_id")))
-    table = table.join(first_rep, on="dup_group", how="left", maintain_order="left")
+
+    # The row that stands for its group in this batch (topics embed it): the representative's own
+    # text if present, else the member text with the smallest hash; order-independent either way.
+    order = pl.struct((pl.col("dedup_key") != pl.col("_rep_key")).alias("a"), pl.col("_text_hash").alias("b"),
+                      pl.col("input_index").alias("c"))
+    first = (table.with_columns(order.alias("_order")).sort("_order")
+             .group_by("dup_group", maintain_order=True).first())
+    batch_rep = dict(zip(first["dup_group"].to_list(), first["comment_id"].to_list()))
+    # The group's representative comment: the one that founded it, in this batch or an earlier one.
+    old_rep_ids = {} if index is None else dict(
+        index.filter(pl.col("dedup_key") == pl.col("rep_key")).select("dedup_key", "rep_comment_id").iter_rows())
+    rep_id = {g: old_rep_ids.get(rep_key, cid) for g, rep_key, cid in first.select("dup_group", "_rep_key", "comment_id").iter_rows()}
     table = table.with_columns(
+        pl.col("dup_group").replace_strict(rep_id, return_dtype=pl.String).alias("dup_rep_id"),
+        (pl.col("comment_id") == pl.col("dup_group").replace_strict(batch_rep, return_dtype=pl.String)).alias("is_dup_rep"),
         pl.len().over("dup_group").cast(pl.Int64).alias("dup_group_size"),
-        (pl.col("comment_id") == pl.col("dup_rep_id")).alias("is_dup_rep"),
     )
+    ctx.side_tables[INDEX] = _updated_index(index, new_rows, rep_id)
     ctx.facts.update(dup_groups=table["dup_group"].n_unique(),
-                     rows_in_multi_groups=int((table["dup_group_size"] > 1).sum()))
-    return table
+                     rows_in_groups_of_2_or_more=int((table["dup_group_size"] > 1).sum()),
+                     new_keys=new_rows.height,
+                     rows_joining_earlier_groups=sum(1 for k in table["_rep_key"].to_list() if k in old_rep_ids))
+    return table.drop("_rep_key", "_text_hash")
 
 
-STAGE = Stage(name="dedup", version="1", config_section="dedup", requires=("comment_id", "text_norm"),
-              adds=("dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"), run=run)
+def _updated_index(index: pl.DataFrame | None, new_rows: pl.DataFrame, rep_id: dict[str, str]) -> pl.DataFrame:
+    """Earlier rows plus this batch's new keys; a new representative remembers its comment id."""
+    ids = [rep_id[group_id(r)] if k == r else None
+           for k, r in zip(new_rows["dedup_key"].to_list(), new_rows["rep_key"].to_list())]
+    new_rows = new_rows.with_columns(pl.Series("rep_comment_id", ids, dtype=pl.String)).select(list(INDEX_SCHEMA))
+    return new_rows if index is None else pl.concat([index.select(list(INDEX_SCHEMA)), new_rows])
+
+
+STAGE = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.match_key", "pipeline.minhash"),
+              requires=("comment_id", "text_norm", "input_index"), state=(INDEX,),
+              adds=("dedup_key", "dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"), run=run)

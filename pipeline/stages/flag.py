@@ -27,7 +27,7 @@ from scipy.special import expit, logit
 from pipeline.config import PROJECT_ROOT, FlagConfig
 from pipeline.keywords import WORDLIKE
 from pipeline.flag_rules import load_lexicon, load_rules, noisy_or
-from pipeline.stages.dedup import match_key
+from pipeline.match_key import match_key
 from pipeline.stage import Stage, StageContext
 
 CATEGORIES = ("abuse", "hate", "conspiracy")
@@ -132,7 +132,7 @@ def resources_fingerprint(cfg: FlagConfig) -> str:
 
 
 STAGE = Stage(name="flag", version="1", config_section="flag", requires=("text_norm",),
-              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.stages.dedup", "pipeline.keywords"),
+              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.match_key", "pipeline.keywords"),
               resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
               + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

@@ -152,3 +152,22 @@ def test_describe_and_config_commands():
     assert described.returncode == 0 and "topics" in described.stdout and "needs:" in described.stdout
     config = run_cli("config")
     assert config.returncode == 0 and "min_cluster_size" in config.stdout
+
+
+def test_state_dir_carries_groups_to_the_next_batch(tmp_path):
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    day1 = write_jsonl(tmp_path / "day1.jsonl", rows[:20])
+    # Day two: new comments plus fresh copies of day one's ad campaign, one with another homophone.
+    day2 = write_jsonl(tmp_path / "day2.jsonl", rows[20:] + [
+        {"comment_id": "n1", "text": "兼职日结,在家动动手指月入过万,加威信了解"},
+        {"comment_id": "n2", "text": "兼 职 日 结,在家动动手指月入过万,加vx了解"}])
+    state = tmp_path / "state"
+    run([day1], tmp_path / "out1", f"run.state_dir={state}")
+    second = run([day2], tmp_path / "out2", f"run.state_dir={state}")
+    one = pl.read_parquet(tmp_path / "out1" / "comments.parquet")
+    two = pl.read_parquet(tmp_path / "out2" / "comments.parquet")
+    campaign = one.filter(pl.col("comment_id") == "s019")["dup_group"].item()
+    assert two.filter(pl.col("comment_id").is_in(["n1", "n2"]))["dup_group"].to_list() == [campaign, campaign]
+    assert two.filter(pl.col("comment_id") == "n1")["dup_rep_id"].item() in one["comment_id"].to_list()
+    assert (state / "dedup_index.parquet").exists()
+    assert second["stages"][2]["facts"]["rows_joining_earlier_groups"] >= 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 # Weibo/UC-style emoji tags: "[点赞]", "[得瑟]". Short, CJK or ASCII word inside square brackets.
 EMOJI_TAG = re.compile(r"\[([\u4e00-\u9fffA-Za-z0-9_]{1,8})\]")
@@ -25,6 +26,28 @@ def _t2s():
     return OpenCC("t2s")
 
 
+@lru_cache(maxsize=1)
+def _traditional() -> re.Pattern:
+    """Matches any text OpenCC's t2s would change: a character with a simplified form, or one of
+    the few phrases it rewrites although they hold no such character (瞭解 -> 了解). OpenCC in
+    Python costs ~55 us a comment; most comments are already simplified and skip it."""
+    import opencc
+
+    folder = Path(opencc.__file__).parent / "dictionary"
+
+    def changed(name: str) -> list[str]:
+        pairs = (line.split("\t", 1) for line in (folder / name).read_text(encoding="utf-8").splitlines() if "\t" in line)
+        return [k for k, v in pairs if v.split(" ")[0] != k]  # OpenCC takes the first candidate
+
+    chars = set(changed("TSCharacters.txt"))
+    phrases = [p for p in changed("TSPhrases.txt") if not set(p) & chars]
+    return re.compile("[" + re.escape("".join(sorted(chars))) + "]|" + "|".join(map(re.escape, phrases)))
+
+
+def to_simplified(text: str) -> str:
+    return _t2s().convert(text) if _traditional().search(text) else text
+
+
 def emoji_tags(text: str) -> list[str]:
     """The emoji tags in a comment, in order, without brackets ("[点赞][点赞]" -> ["点赞", "点赞"])."""
     return EMOJI_TAG.findall(text)
@@ -40,7 +63,7 @@ def normalize_text(text: str) -> str:
     s = unicodedata.normalize("NFKC", text)
     s = INVISIBLE.sub("", s)
     s = CONTROL.sub(" ", s)
-    s = _t2s().convert(s)
+    s = to_simplified(s)
     without_tags = EMOJI_TAG.sub(" ", s)
     if without_tags.strip():
         s = without_tags

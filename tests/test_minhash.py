@@ -14,9 +14,9 @@ from pipeline import minhash
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BASE = "今天的天气真的很好我们一起去公园散步吧"  # 20 characters
+BASE = "今天的天气真的很好我们一起去公园散步吧啊"  # 20 characters, 19 distinct bigrams
 ONE_EDIT = BASE[:9] + "非" + BASE[10:]
-UNRELATED = "楼主说得对支持一下希望越来越好加油啊"
+UNRELATED = "楼主说得对支持一下希望越来越棒加油呀冲鸭"  # no bigram in common with BASE
 KEYS = [BASE, ONE_EDIT, UNRELATED, "短", "", "abc123", "哈哈", "😂😂好笑", "\0？？？", BASE * 3]
 
 

@@ -18,3 +18,10 @@ def test_tag_only_comment_keeps_its_words():
 
 def test_text_without_tags_is_unchanged_apart_from_normalisation():
     assert normalize_text("一步一个脚印") == "一步一个脚印"
+
+
+def test_traditional_detection_does_not_skip_what_opencc_would_change():
+    # 麽 and the phrase 瞭解 are rewritten by OpenCC although 瞭 alone is not in its character table.
+    assert normalize_text("這是什麽") == "这是什么"
+    assert normalize_text("我不瞭解") == "我不了解"
+    assert normalize_text("已经是简体") == "已经是简体"

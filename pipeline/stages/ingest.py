@@ -37,7 +37,9 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
     kept = kept.with_columns(pl.coalesce("raw_id", generated).alias("comment_id"))
     kept = _make_ids_unique(kept)
 
-    norm = [normalize_text(t[: cfg.max_chars]) for t in kept["raw_text"].to_list()]
+    texts = kept["raw_text"].to_list()
+    norm_of = {t: normalize_text(t[: cfg.max_chars]) for t in set(texts)}  # copies are common: once each
+    norm = [norm_of[t] for t in texts]
     kept = kept.with_columns(
         pl.col("raw_text").alias("text"),
         pl.Series("text_norm", norm, dtype=pl.String),

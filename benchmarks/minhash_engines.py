@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import minhash
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline import minhash  # noqa: E402
 
 KEYS_COLUMN = "key"
 

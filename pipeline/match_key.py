@@ -17,6 +17,8 @@ The key is only for matching; no one reads it, and `text` is never changed.
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 
 # Letters from other scripts that render like Latin letters; spammers swap them in so that a
 # filter looking for "vx" or "qq" misses. Lower-case only: keys are lower-cased first.
@@ -49,6 +51,7 @@ VARIANTS: list[tuple[str, str, str]] = [
     (r"(?:伽|咖|家|佳)(?:我|窝)", "加我", "加我 (add me) with homophones for 加"),
     (r"tg|电报号|纸飞机", "电报", "Telegram: its nickname 纸飞机 and abbreviation tg"),
 ]
+TONE_MARKS = {"\u0300", "\u0301", "\u0304", "\u030c"}  # grave, acute, macron, caron; ü keeps its dots
 _VARIANT_RE = re.compile("|".join(f"({p})" for p, _, _ in VARIANTS))
 _SEPARATORS = re.compile(r"[\W_]+")  # not a letter or digit of any script: punctuation, symbols, emoji, space
 _REPEATS = re.compile(r"(.)\1+")
@@ -66,6 +69,29 @@ def match_key(text_norm: str) -> str:
     if s:
         return s
     return "\0" + "".join(text_norm.split())
+
+
+@lru_cache(maxsize=1)
+def _homophones() -> dict[int, str]:
+    """Chinese character -> one fixed character with the same toneless pinyin (first reading).
+    From pypinyin's table; tones are dropped because dodges ignore them (薇/微/威 are all wei)."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    def toneless(reading: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFD", reading) if c not in TONE_MARKS)
+
+    sound = {cp: toneless(r.split(",")[0]) for cp, r in pinyin_dict.items() if 0x3400 <= cp <= 0x9FFF}
+    first: dict[str, int] = {}
+    for cp in sorted(sound):
+        first.setdefault(sound[cp], cp)
+    return {cp: chr(first[s]) for cp, s in sound.items() if first[s] != cp}
+
+
+def sound_key(key: str) -> str:
+    """The key as it sounds: every Chinese character replaced by a fixed homophone, so that
+    "加维信" and "加卫信" (both jia wei xin) match like "加微信" without a table entry. Used to find
+    and verify near-duplicates of keys long enough to carry a sentence (see the dedup stage)."""
+    return key.translate(_homophones())
 
 
 def is_fallback(key: str) -> bool:

@@ -2,7 +2,8 @@
 
 1. Every `text_norm` gets a matching key (`pipeline/match_key.py`: no case, look-alikes,
    separators, spelling variants or repeats). Identical keys are always one group.
-2. Keys of at least `min_chars` characters get a MinHash of their character `shingle_size`-grams;
+2. Keys of at least `min_chars` characters get a MinHash of the character `shingle_size`-grams of
+   how they sound (each Chinese character replaced by a fixed homophone, so 维信 = 微信 = 卫信);
    LSH bands propose candidate pairs; a pair counts only when the exact n-gram Jaccard of the two
    keys is at least `min_jaccard`, or their normalised edit similarity at least
    `min_edit_similarity` (one changed character in a short comment). Shorter keys (and keys of emoji-only comments) match exactly only:
@@ -26,11 +27,10 @@ from rapidfuzz.process import cpdist
 
 from pipeline import minhash
 from pipeline.config import DedupConfig
-from pipeline.match_key import is_fallback, match_key
+from pipeline.match_key import is_fallback, match_key, sound_key
 from pipeline.stage import Stage, StageContext
 
 INDEX = "dedup_index"
-VERIFY_CHUNK = 500_000
 INDEX_SCHEMA = {"dedup_key": pl.String, "rep_key": pl.String, "rep_comment_id": pl.String,
                 "rep_bands": pl.List(pl.UInt64), "lsh": pl.String}
 
@@ -54,40 +54,35 @@ def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def lsh_setting(cfg: DedupConfig, seed: int) -> tuple[int, str]:
     bands, rows = lsh_shape(cfg.lsh_threshold, cfg.num_perm)
-    return bands, f"shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}"
+    return bands, f"minhash{minhash.ALGORITHM_VERSION}/sound/shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}"
 
 
-def band_rows(keys: list[str], cfg: DedupConfig, seed: int, bands: int) -> np.ndarray:
-    if not keys:
+def band_rows(sounds: list[str], cfg: DedupConfig, seed: int, bands: int) -> np.ndarray:
+    if not sounds:
         return np.zeros((0, bands), dtype=np.uint64)
-    sigs = minhash.signatures(keys, cfg.shingle_size, cfg.num_perm, seed)
+    sigs = minhash.signatures(sounds, cfg.shingle_size, cfg.num_perm, seed)
     rows = cfg.num_perm // bands
     return minhash.band_hashes(np.ascontiguousarray(sigs[:, : bands * rows]), bands)
 
 
-def verified_neighbours(new_keys: list[str], new_bands: np.ndarray, rep_keys: list[str], rep_bands: np.ndarray,
+def verified_neighbours(new_keys: list[str], new_sounds: list[str], new_bands: np.ndarray,
+                        rep_keys: list[str], rep_sounds: list[str], rep_bands: np.ndarray,
                         cfg: DedupConfig) -> pl.DataFrame:
-    """Verified similar pairs (new key, other key, jaccard), both directions among new keys."""
-    frames = []
+    """Verified similar pairs (new key, other key, similarity), both directions among new keys.
+    Keys are compared as they sound (`sound_key`), so homophone swaps cost nothing."""
     within = minhash.candidate_pairs(new_bands) if len(new_keys) > 1 else np.zeros((0, 2), np.int64)
     across = (minhash.candidate_pairs(new_bands, rep_bands) if len(new_keys) and len(rep_keys)
               else np.zeros((0, 2), np.int64))
-    for pairs, others in ((within, new_keys), (across, rep_keys)):
-        # In chunks: millions of candidate pairs as Python strings at once would cost gigabytes.
-        for lo in range(0, len(pairs), VERIFY_CHUNK):
-            chunk = pairs[lo: lo + VERIFY_CHUNK]
-            a = [new_keys[i] for i in chunk[:, 0]]
-            b = [others[j] for j in chunk[:, 1]]
-            similarity = verify(a, b, cfg)
-            keep = np.flatnonzero(similarity > 0)
-            frame = pl.DataFrame({"key": [a[i] for i in keep], "other": [b[i] for i in keep],
-                                  "similarity": similarity[keep]},
-                                 schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
-            frames.append(frame)
-            if others is new_keys:
-                frames.append(frame.select(pl.col("other").alias("key"), pl.col("key").alias("other"), "similarity"))
-    if not frames:
-        return pl.DataFrame(schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
+    frames = []
+    for pairs, others, other_sounds in ((within, new_keys, new_sounds), (across, rep_keys, rep_sounds)):
+        similarity = verify(new_sounds, other_sounds, pairs, cfg)
+        kept = pairs[similarity > 0]
+        frame = pl.DataFrame({"key": [new_keys[i] for i in kept[:, 0]], "other": [others[j] for j in kept[:, 1]],
+                              "similarity": similarity[similarity > 0]},
+                             schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
+        frames.append(frame)
+        if others is new_keys:
+            frames.append(frame.select(pl.col("other").alias("key"), pl.col("key").alias("other"), "similarity"))
     return pl.concat(frames)
 
 
@@ -100,15 +95,18 @@ def edit_jaccard_floor(cfg: DedupConfig) -> float:
     return max(0.0, (1 - k) / (1 + k) - 0.1)
 
 
-def verify(keys_a: list[str], keys_b: list[str], cfg: DedupConfig) -> np.ndarray:
-    """Similarity of each candidate pair, 0 where it fails both tests: the exact n-gram Jaccard
-    (>= min_jaccard), or for pairs that fail it, the normalised edit similarity (>= min_edit_similarity),
-    which keeps one changed character in a 10-character comment (Jaccard 0.64) a near-duplicate."""
-    jac = minhash.jaccard(keys_a, keys_b, cfg.shingle_size)
+def verify(keys_a: list[str], keys_b: list[str], pairs: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """Similarity of each candidate pair (keys_a[i], keys_b[j]), 0 where it fails both tests: the
+    exact n-gram Jaccard (>= min_jaccard), or for pairs that fail it, the normalised edit similarity
+    (>= min_edit_similarity), which keeps one changed character in a 10-character comment
+    (Jaccard 0.64) a near-duplicate."""
+    if not len(pairs):
+        return np.zeros(0, dtype=np.float64)
+    jac = minhash.pair_jaccard(keys_a, pairs, cfg.shingle_size, keys_b)
     similarity = np.where(jac >= cfg.min_jaccard, jac, 0.0)
     rest = np.flatnonzero((jac < cfg.min_jaccard) & (jac >= edit_jaccard_floor(cfg)))
     if len(rest) and cfg.min_edit_similarity < 1:
-        edit = cpdist([keys_a[i] for i in rest], [keys_b[i] for i in rest],
+        edit = cpdist([keys_a[i] for i in pairs[rest, 0]], [keys_b[j] for j in pairs[rest, 1]],
                       scorer=Levenshtein.normalized_similarity, dtype=np.float64)
         similarity[rest] = np.where(edit >= cfg.min_edit_similarity, edit, 0.0)
     return similarity
@@ -135,20 +133,23 @@ def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: i
     bands, setting = lsh_setting(cfg, seed)
     known: dict[str, str] = {}
     rep_keys: list[str] = []
+    rep_sounds: list[str] = []
     rep_bands = np.zeros((0, bands), dtype=np.uint64)
     if index is not None and index.height:
         known = dict(zip(index["dedup_key"].to_list(), index["rep_key"].to_list()))
         reps = index.filter(pl.col("rep_bands").is_not_null())
         rep_keys = reps["dedup_key"].to_list()
+        rep_sounds = [sound_key(k) for k in rep_keys]
         if reps.height and reps["lsh"][0] == setting:
             rep_bands = reps["rep_bands"].explode().to_numpy().astype(np.uint64).reshape(len(rep_keys), bands)
         else:  # the LSH settings changed since the index was written: re-sign its representatives
-            rep_bands = band_rows(rep_keys, cfg, seed, bands)
+            rep_bands = band_rows(rep_sounds, cfg, seed, bands)
     new = sorted((k for k in keys if k not in known), key=key_order)
     is_long = np.array([len(k) >= cfg.min_chars and not is_fallback(k) for k in new], dtype=bool)
     long_new = [k for k, ok in zip(new, is_long) if ok]
-    new_bands = band_rows(long_new, cfg, seed, bands)
-    neighbours = verified_neighbours(long_new, new_bands, rep_keys, rep_bands, cfg)
+    new_sounds = [sound_key(k) for k in long_new]
+    new_bands = band_rows(new_sounds, cfg, seed, bands)
+    neighbours = verified_neighbours(long_new, new_sounds, new_bands, rep_keys, rep_sounds, rep_bands, cfg)
     rep_of = {k: k for k in new} | lead(long_new, neighbours, set(rep_keys))
     # Band hashes are kept for long representatives only: the ones a later batch can join.
     all_bands = np.zeros((len(new), bands), dtype=np.uint64)

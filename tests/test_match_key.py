@@ -47,3 +47,11 @@ def test_emoji_only_comments_fall_back_to_a_lighter_key():
 
 def test_every_variant_says_why():
     assert all(why and len(why) > 10 for _, _, why in VARIANTS)
+
+
+def test_sound_key_makes_homophones_equal_and_keeps_other_words_apart():
+    from pipeline.match_key import sound_key
+
+    assert sound_key(key("加卫信了解详情")) == sound_key(key("加微信了解详情"))
+    assert sound_key(key("好想尼啊宝贝")) == sound_key(key("好想你啊宝贝"))
+    assert sound_key(key("今天天气很好")) != sound_key(key("今天心情很好"))

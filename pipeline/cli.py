@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence")
     train.add_argument("--seed", type=int, default=0)
 
+    ev = sub.add_parser("evaluate", help="precision, recall, F1 per category of the flags against labels")
+    ev.add_argument("--input", "-i", action="append", required=True, type=Path, help="comments, as for run")
+    ev.add_argument("--labels", required=True, type=Path, help="CSV/parquet with 0/1 columns: abuse, hate, conspiracy, offensive")
+    ev.add_argument("--config", "-c", type=Path)
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ev.add_argument("--debug", action="store_true")
+
     sub.add_parser("config", help="print every config knob with its default and meaning")
     sub.add_parser("describe", help="print the stage graph: what each stage needs and adds")
     return parser
@@ -115,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "train-flags":
             return cmd_train_flags(args)
+        if args.command == "evaluate":
+            from pipeline.config import load_config
+            from pipeline.evaluate import evaluate, format_table
+
+            print(format_table(evaluate(args.input, args.labels, load_config(args.config, args.overrides))))
+            return EXIT_OK
         if args.command == "config":
             print(describe_config())
             return EXIT_OK

@@ -1,0 +1,87 @@
+"""`python -m pipeline evaluate`: flags against labels, per category and overall.
+
+Runs only what flags need (read, ingest, flag), so a labelled set of thousands of comments takes
+seconds. Labels: a CSV or parquet with 0/1 columns named after categories (`abuse` or `abusive`,
+`hate`, `conspiracy`) and/or `offensive` (or COLD's `label`), scored against `flag_abuse or flag_hate`.
+Rows are matched by `comment_id` when the labels have one, otherwise by position.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import readers
+from pipeline.config import Config
+from pipeline.stage import StageContext
+from pipeline.stages import flag, ingest
+
+LABEL_COLUMNS = {"abuse": ("abuse", "abusive"), "hate": ("hate",), "conspiracy": ("conspiracy",),
+                 "offensive": ("offensive", "label")}
+
+
+def predictions(inputs: list[Path], cfg: Config) -> pl.DataFrame:
+    raw = readers.read_inputs(inputs, cfg.ingest.id_column, cfg.ingest.text_column, cfg.ingest.thread_comments_start)
+    ctx = StageContext(seed=cfg.run.seed, cache_dir=Path("."), state_dir=None, progress=False)
+    table = ingest.run(raw, cfg.ingest, ctx)
+    table = flag.run(table, cfg.flag, ctx)
+    return table.with_columns((pl.col("flag_abuse") | pl.col("flag_hate")).alias("flag_offensive"))
+
+
+def read_labels(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise readers.InputFileError(f"{path}: labels file not found")
+    return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=0)
+
+
+def scores(truth: list[bool], pred: list[bool]) -> dict:
+    tp = sum(t and p for t, p in zip(truth, pred))
+    fp = sum(p and not t for t, p in zip(truth, pred))
+    fn = sum(t and not p for t, p in zip(truth, pred))
+    tn = len(truth) - tp - fp - fn
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    # F1 of the negative class too, for the macro-F1 that COLD and ToxiCN report.
+    nprec = tn / (tn + fn) if tn + fn else 0.0
+    nrec = tn / (tn + fp) if tn + fp else 0.0
+    nf1 = 2 * nprec * nrec / (nprec + nrec) if nprec + nrec else 0.0
+    return {"n": len(truth), "positives": tp + fn, "flagged": tp + fp, "precision": round(prec, 4),
+            "recall": round(rec, 4), "f1": round(f1, 4), "macro_f1": round((f1 + nf1) / 2, 4),
+            "accuracy": round((tp + tn) / len(truth), 4) if truth else 0.0}
+
+
+def evaluate(inputs: list[Path], labels_path: Path, cfg: Config) -> dict:
+    pred = predictions(inputs, cfg)
+    labels = read_labels(labels_path)
+    if cfg.ingest.id_column in labels.columns:
+        joined = pred.join(labels.with_columns(pl.col(cfg.ingest.id_column).cast(pl.String).alias("comment_id")),
+                           on="comment_id", how="inner", suffix="_label")
+    elif labels.height == pred.height:
+        joined = pl.concat([pred, labels.select(pl.all().name.suffix("_label"))], how="horizontal")
+    else:
+        raise readers.InputFileError(f"{labels_path}: no {cfg.ingest.id_column!r} column and {labels.height} rows "
+                                     f"for {pred.height} comments; add ids or give one label row per comment")
+    result = {}
+    for category, names in LABEL_COLUMNS.items():
+        name = next((n for n in names if n in labels.columns), None)
+        if name is None:
+            continue
+        col = name if name in joined.columns and name not in pred.columns else f"{name}_label"
+        truth = [str(v).strip() in ("1", "1.0", "True", "true") for v in joined[col].to_list()]
+        result[category] = scores(truth, joined[f"flag_{category}"].to_list())
+    if not result:
+        raise readers.InputFileError(f"{labels_path}: no label columns; expected some of "
+                                     + ", ".join(n for names in LABEL_COLUMNS.values() for n in names))
+    result["macro_f1_mean"] = round(sum(r["macro_f1"] for r in result.values()) / len(result), 4)
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'category':<12}{'n':>7}{'pos':>7}{'flagged':>9}{'prec':>8}{'recall':>8}{'f1':>8}{'macroF1':>9}{'acc':>8}"]
+    for cat, r in result.items():
+        if isinstance(r, dict):
+            lines.append(f"{cat:<12}{r['n']:>7}{r['positives']:>7}{r['flagged']:>9}{r['precision']:>8.3f}"
+                         f"{r['recall']:>8.3f}{r['f1']:>8.3f}{r['macro_f1']:>9.3f}{r['accuracy']:>8.3f}")
+    return "\n".join(lines) + "\n" + json.dumps(result, ensure_ascii=False)

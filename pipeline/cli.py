@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cold", type=Path, default=shared / "cold", help="COLD directory (train.csv, dev.csv)")
     train.add_argument("--swsr", type=Path, default=shared / "swsr", help="SWSR directory (SexComment.csv)")
     train.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence")
+    train.add_argument("--conspiracy-dev", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data" / "conspiracy_dev.csv",
+                       help="the project's labelled conspiracy set (see tests/data/README.md)")
+    train.add_argument("--conspiracy-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "conspiracy")
     train.add_argument("--seed", type=int, default=0)
 
     ev = sub.add_parser("evaluate", help="precision, recall, F1 per category of the flags against labels")
@@ -95,8 +98,12 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
     for d in (args.cold,):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
+    from pipeline import conspiracy_model
+
     metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)
-    print(json.dumps(metrics, ensure_ascii=False))
+    print(json.dumps({"offence": metrics}, ensure_ascii=False))
+    conspiracy = conspiracy_model.train(args.conspiracy_dev, args.conspiracy_out, seed=args.seed)
+    print(json.dumps({"conspiracy": conspiracy}, ensure_ascii=False))
     return EXIT_OK
 
 

@@ -68,6 +68,7 @@ class FlagConfig(Section):
     threshold_abuse: float = Field(0.5, ge=0, le=1, description="score_abuse at or above this sets flag_abuse.")
     threshold_hate: float = Field(0.5, ge=0, le=1, description="score_hate at or above this sets flag_hate.")
     threshold_conspiracy: float = Field(0.5, ge=0, le=1, description="score_conspiracy at or above this sets flag_conspiracy.")
+    conspiracy_model_weight: float = Field(0.5, ge=0, le=1, description="Share of the embedding model's conspiracy probability in score_conspiracy; at 0.5 it lifts a rule match but cannot flag alone (alone it flagged criticism of companies: see models/README.md).")
     offence_base_rate: float = Field(0.1, gt=0, lt=1, description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.")
     models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")
 

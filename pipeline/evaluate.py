@@ -1,7 +1,6 @@
 """`python -m pipeline evaluate`: flags against labels, per category and overall.
 
-Runs only what flags need (read, ingest, flag), so a labelled set of thousands of comments takes
-seconds. Labels: a CSV or parquet with 0/1 columns named after categories (`abuse` or `abusive`,
+Runs only what flags need (read, ingest, embed, flag): no dedup or topics. Labels: a CSV or parquet with 0/1 columns named after categories (`abuse` or `abusive`,
 `hate`, `conspiracy`) and/or `offensive` (or COLD's `label`), scored against `flag_abuse or flag_hate`.
 Rows are matched by `comment_id` when the labels have one, otherwise by position.
 """
@@ -15,7 +14,8 @@ import polars as pl
 from pipeline import readers
 from pipeline.config import Config
 from pipeline.stage import StageContext
-from pipeline.stages import flag, ingest
+from pipeline.runner import default_cache_dir
+from pipeline.stages import embed, flag, ingest
 
 LABEL_COLUMNS = {"abuse": ("abuse", "abusive"), "hate": ("hate",), "conspiracy": ("conspiracy",),
                  "offensive": ("offensive", "label")}
@@ -23,8 +23,9 @@ LABEL_COLUMNS = {"abuse": ("abuse", "abusive"), "hate": ("hate",), "conspiracy":
 
 def predictions(inputs: list[Path], cfg: Config) -> pl.DataFrame:
     raw = readers.read_inputs(inputs, cfg.ingest.id_column, cfg.ingest.text_column, cfg.ingest.thread_comments_start)
-    ctx = StageContext(seed=cfg.run.seed, cache_dir=Path("."), state_dir=None, progress=False)
+    ctx = StageContext(seed=cfg.run.seed, cache_dir=default_cache_dir(cfg), state_dir=None, progress=False)
     table = ingest.run(raw, cfg.ingest, ctx)
+    table = embed.run(table, cfg.embed, ctx)
     table = flag.run(table, cfg.flag, ctx)
     return table.with_columns((pl.col("flag_abuse") | pl.col("flag_hate")).alias("flag_offensive"))
 

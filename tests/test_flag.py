@@ -2,7 +2,9 @@
 import polars as pl
 import pytest
 
-from pipeline.config import FlagConfig
+from pipeline.config import EmbedConfig, FlagConfig
+from pipeline.e5_model import default_cache_dir
+from pipeline.stages import embed
 from pipeline.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages.flag import run
@@ -10,7 +12,8 @@ from pipeline.stages.flag import run
 
 def flag(texts, **cfg):
     table = pl.DataFrame({"text_norm": [normalize_text(t) for t in texts]})
-    ctx = StageContext(seed=0, cache_dir=None, state_dir=None)
+    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False)
+    table = embed.run(table, EmbedConfig(), ctx)
     return run(table, FlagConfig(**cfg), ctx), ctx
 
 
@@ -43,7 +46,7 @@ def test_punctuation_only_is_not_judged_by_the_model():
 
 def test_thresholds_come_from_config():
     text = ["背后肯定有境外势力操控,都是为了洗钱"]
-    strict, _ = flag(text, threshold_conspiracy=0.99)
+    strict, _ = flag(text, threshold_conspiracy=1.0)
     loose, _ = flag(text, threshold_conspiracy=0.1)
     assert not strict["flag_conspiracy"][0] and loose["flag_conspiracy"][0]
     assert strict["score_conspiracy"][0] == pytest.approx(loose["score_conspiracy"][0])

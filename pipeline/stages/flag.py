@@ -11,7 +11,9 @@ The offence model's probability is first recalibrated from its training prior (C
 offensive) to `flag.offence_base_rate`, the share expected on the platform.
 - abuse = insult-lexicon weights and offence-model probability (each halved when a group is named)
 - hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.35 when no group is named)
-- conspiracy = the weights of the conspiracy rules that match
+- conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
+  logistic regression on the comment's e5 embedding, trained on the project's own labelled set
+  (models/conspiracy); at the default 0.5 the model lifts a weak rule match but cannot flag alone
 Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
 """
 from __future__ import annotations
@@ -38,14 +40,15 @@ OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.
 
 @lru_cache(maxsize=4)
 def load_resources(models_dir: Path):
+    from pipeline.conspiracy_model import ConspiracyHead
     from pipeline.offence_model import OffenceModel
 
     return {
         "offence": OffenceModel.load(models_dir / "offence"),
+        "conspiracy_head": ConspiracyHead.load(models_dir / "conspiracy"),
         "insults": load_lexicon(models_dir / "lexicons" / "insults.txt"),
         "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt"),
         "groups": load_lexicon(models_dir / "lexicons" / "group_targets.txt"),
-        "conspiracy": load_rules(models_dir / "rules" / "conspiracy.yaml"),
     }
 
 
@@ -59,12 +62,29 @@ def offence_probabilities(model, texts_norm: list[str], base_rate: float) -> np.
     return expit(model.decision_function(texts_norm) + shift)
 
 
-def score_texts(texts_norm: list[str], models_dir: Path, base_rate: float) -> list[dict]:
+def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
+    """The conspiracy rules alone: their noisy-OR score and the rules that matched."""
+    rules = load_rules(models_dir / "rules" / "conspiracy.yaml")
+    out = []
+    for text in texts_norm:
+        key = match_key(text)
+        hits = [(r, m.group(0)) for r in rules if (m := r.pattern.search(key))]
+        out.append({"score_conspiracy": noisy_or([r.weight for r, _ in hits]),
+                    "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]})
+    return out
+
+
+def score_texts(texts_norm: list[str], vectors: np.ndarray, models_dir: Path, base_rate: float,
+                model_weight: float) -> list[dict]:
     """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}."""
     res = load_resources(models_dir)
     probs = offence_probabilities(res["offence"], texts_norm, base_rate)
+    head = res["conspiracy_head"]
+    head_probs = head.predict_proba(vectors)
+    nearest, nearest_sim = head.nearest(vectors)
     out = []
-    for text, p in zip(texts_norm, probs):
+    for text, p, rules_row, hp, ex, sim in zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
+                                               head_probs, nearest, nearest_sim):
         key = match_key(text)
         # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
         # an insult), but its character n-grams would still score them.
@@ -72,7 +92,6 @@ def score_texts(texts_norm: list[str], models_dir: Path, base_rate: float) -> li
         groups = [t for t, _ in res["groups"].matches(key)]
         insults = res["insults"].matches(key)
         slurs = res["slurs"].matches(key)
-        rules = [(r, m.group(0)) for r in res["conspiracy"] if (m := r.pattern.search(key))]
         names_group = bool(groups or slurs)
         model_evidence = ""
         if p >= 0.3:
@@ -85,11 +104,12 @@ def score_texts(texts_norm: list[str], models_dir: Path, base_rate: float) -> li
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
-            "score_conspiracy": noisy_or([r.weight for r, _ in rules]),
+            "score_conspiracy": 1 - (1 - rules_row["score_conspiracy"]) * (1 - model_weight * float(hp)),
             "evidence_abuse": insult_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
                              + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
-            "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in rules],
+            "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
+                [f"model conspiracy p={hp:.2f}, nearest example '{ex}' (cos {sim:.2f})"] if hp >= 0.3 else []),
             "score_offence_model": p,
         }
         out.append(row)
@@ -102,19 +122,23 @@ def models_dir_of(cfg: FlagConfig) -> Path:
 
 def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
     # Score each distinct text once: copies of a comment get identical scores and evidence.
-    distinct = table["text_norm"].unique(maintain_order=True).to_list()
-    scored = pl.DataFrame(score_texts(distinct, models_dir_of(cfg), cfg.offence_base_rate), schema={
+    firsts = table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
+    distinct = firsts["text_norm"].to_list()
+    vectors = firsts["embedding"].to_numpy().astype(np.float32)
+    scored = pl.DataFrame(score_texts(distinct, vectors, models_dir_of(cfg), cfg.offence_base_rate,
+                                      cfg.conspiracy_model_weight), schema={
         **{f"score_{c}": pl.Float64 for c in CATEGORIES},
         **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
         "score_offence_model": pl.Float64,
     }).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
     table = table.join(scored, on="text_norm", how="left", maintain_order="left")
+    res = load_resources(models_dir_of(cfg))
     thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}
     table = table.with_columns(
         [(pl.col(f"score_{c}") >= thresholds[c]).alias(f"flag_{c}") for c in CATEGORIES])
     table = table.with_columns(pl.any_horizontal([f"flag_{c}" for c in CATEGORIES]).alias("needs_review"))
-    res = load_resources(models_dir_of(cfg))
-    ctx.facts.update(offence_model_version=res["offence"].version,
+    ctx.facts.update(offence_model_version=res["offence"].version, conspiracy_model_version=res["conspiracy_head"].version,
+                     thresholds=thresholds,
                      flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
                      needs_review=int(table["needs_review"].sum()))
     return table
@@ -123,7 +147,7 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
 def resources_fingerprint(cfg: FlagConfig) -> str:
     """Retraining the model or editing a lexicon or rule must rerun the stage."""
     root = models_dir_of(cfg)
-    files = [root / "offence" / "model.json", *sorted((root / "lexicons").glob("*.txt")),
+    files = [root / "offence" / "model.json", root / "conspiracy" / "head.json", *sorted((root / "lexicons").glob("*.txt")),
              *sorted((root / "rules").glob("*.yaml"))]
     h = hashlib.sha256()
     for f in files:
@@ -131,8 +155,8 @@ def resources_fingerprint(cfg: FlagConfig) -> str:
     return h.hexdigest()[:16]
 
 
-STAGE = Stage(name="flag", version="1", config_section="flag", requires=("text_norm",),
-              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.match_key", "pipeline.keywords"),
+STAGE = Stage(name="flag", version="2", config_section="flag", requires=("text_norm", "embedding"),
+              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.conspiracy_model", "pipeline.match_key", "pipeline.keywords"),
               resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
               + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

@@ -1,0 +1,42 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline import conspiracy_model
+from pipeline.config import EmbedConfig
+from pipeline.e5_model import default_cache_dir
+from pipeline.normalize import normalize_text
+from pipeline.stage import StageContext
+from pipeline.stages import embed
+
+DEV = Path(__file__).parent / "data" / "conspiracy_dev.csv"
+
+
+def vectors(texts):
+    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False)
+    table = embed.run(pl.DataFrame({"text_norm": [normalize_text(t) for t in texts]}), EmbedConfig(), ctx)
+    return table["embedding"].to_numpy().astype(np.float32)
+
+
+def test_dev_set_is_labelled_as_documented():
+    dev = pl.read_csv(DEV, infer_schema_length=0)
+    assert dev.height >= 300 and dev["text"].n_unique() == dev.height
+    share = dev["conspiracy"].cast(pl.Int64).mean()
+    assert 0.25 <= share <= 0.4
+    assert (dev["kind"] == "hard_negative").sum() >= 100
+
+
+def test_train_cross_validates_and_the_saved_head_scores_and_explains(tmp_path):
+    metrics = conspiracy_model.train(DEV, tmp_path / "conspiracy")
+    assert set(metrics["by_signal"]) >= {"rules", "model"}
+    assert metrics["by_signal"]["model"]["at_0.5"]["f1"] > metrics["by_signal"]["rules"]["at_0.5"]["f1"]
+    head = conspiracy_model.ConspiracyHead.load(tmp_path / "conspiracy")
+    assert json.loads((tmp_path / "conspiracy" / "head.json").read_text())["metrics"]["rows"] == metrics["rows"]
+    v = vectors(["这次股市暴跌都是境外势力在背后一手操控的", "今天的晚饭很好吃"])
+    p = head.predict_proba(v)
+    assert p[0] > p[1] and 0 <= p.min() and p.max() <= 1
+    examples, sims = head.nearest(v)
+    dev = pl.read_csv(DEV, infer_schema_length=0).filter(pl.col("conspiracy") == "1")
+    assert set(examples) <= set(dev["text"].to_list()) and (sims <= 1.0001).all()

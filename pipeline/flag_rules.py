@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from pipeline.match_key import match_key
+from pipeline.match_key import match_key, sound_key
 
 
 @dataclass(frozen=True)
@@ -22,17 +23,54 @@ class Rule:
 class Lexicon:
     name: str
     weights: dict[str, float]
+    # Terms also matched by how they sound (sound form -> term): only those whose sound no
+    # ordinary word shares, so "傻币" finds 傻逼 but "出生" never finds 畜生.
+    by_sound: dict[str, str] = field(default_factory=dict)
 
     def matches(self, key: str) -> list[tuple[str, float]]:
+        """(term, weight) found in a matching key; a homophone spelling is reported as
+        "term (as 'spelling')"."""
         # Longest terms first so that "臭不要脸" is reported rather than also "不要脸".
         found: list[tuple[str, float]] = []
         for term in sorted(self.weights, key=lambda t: (-len(t), t)):
             if term in key and not any(term in f for f, _ in found):
                 found.append((term, self.weights[term]))
+        if self.by_sound:
+            sound = sound_key(key)
+            for form, term in sorted(self.by_sound.items(), key=lambda ft: (-len(ft[0]), ft[0])):
+                at = sound.find(form)
+                if at >= 0 and not any(term in f for f, _ in found):
+                    found.append((f"{term} (as '{key[at:at + len(form)]}')", self.weights[term]))
         return found
 
 
-def load_lexicon(path: Path) -> Lexicon:
+# jieba gives its rarest entries frequency 3; from 10 up a word is something people really write.
+COMMON_WORD_MIN_FREQ = 10
+
+
+@lru_cache(maxsize=1)
+def common_word_sounds() -> dict[str, set[str]]:
+    """Sound form -> the ordinary words of jieba's dictionary that sound like it."""
+    import jieba
+
+    sounds: dict[str, set[str]] = {}
+    path = Path(jieba.__file__).parent / "dict.txt"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, freq, *_ = line.split(" ")
+        if len(word) >= 2 and int(freq) >= COMMON_WORD_MIN_FREQ:
+            sounds.setdefault(sound_key(word), set()).add(word)
+    return sounds
+
+
+def sound_safe(term: str, same_meaning: set[str]) -> bool:
+    """A term may be matched by sound when it has 2+ Chinese characters and no dictionary word
+    outside the lexicon sounds the same (白痴 ~ 白吃 and 畜生 ~ 出生 are not safe)."""
+    if len(term) < 2 or not all("\u4e00" <= ch <= "\u9fff" for ch in term):
+        return False
+    return not (common_word_sounds().get(sound_key(term), set()) - same_meaning)
+
+
+def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
     weights: dict[str, float] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
@@ -43,7 +81,12 @@ def load_lexicon(path: Path) -> Lexicon:
             weights[match_key(term.strip())] = float(weight) if weight.strip() else 1.0
         except ValueError:
             raise ValueError(f"{path}:{n}: expected 'term<TAB>weight', got {line!r}") from None
-    return Lexicon(path.stem, weights)
+    by_sound: dict[str, str] = {}
+    if match_by_sound:  # several spellings may share a sound: report the surest term
+        for t in sorted(weights, key=lambda t: (-weights[t], t)):
+            if sound_safe(t, set(weights)):
+                by_sound.setdefault(sound_key(t), t)
+    return Lexicon(path.stem, weights, by_sound)
 
 
 def load_rules(path: Path) -> list[Rule]:

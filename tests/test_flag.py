@@ -57,3 +57,10 @@ def test_a_lower_base_rate_lowers_model_scores():
     low, _ = flag(text, offence_base_rate=0.02)
     high, _ = flag(text, offence_base_rate=0.5)
     assert low["score_offence_model"][0] < high["score_offence_model"][0]
+
+
+def test_homophone_spellings_do_not_hide_an_insult_or_a_slur_but_ordinary_words_stay_clean():
+    t, _ = flag(["你就是个傻币", "黑桂都滚出去", "他出生在北京,白吃白喝", "这张纸张很薄"])
+    assert t["flag_abuse"][0] and any("傻币" in e for e in t["evidence_abuse"][0])
+    assert t["flag_hate"][1] and any("黑桂" in e for e in t["evidence_hate"][1])
+    assert not t["needs_review"][2] and not t["needs_review"][3]

@@ -46,8 +46,9 @@ def load_resources(models_dir: Path):
     return {
         "offence": OffenceModel.load(models_dir / "offence"),
         "conspiracy_head": ConspiracyHead.load(models_dir / "conspiracy"),
-        "insults": load_lexicon(models_dir / "lexicons" / "insults.txt"),
-        "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt"),
+        # Insults and slurs are also found when written as homophones (傻币 for 傻逼).
+        "insults": load_lexicon(models_dir / "lexicons" / "insults.txt", match_by_sound=True),
+        "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt", match_by_sound=True),
         "groups": load_lexicon(models_dir / "lexicons" / "group_targets.txt"),
     }
 

@@ -75,6 +75,7 @@ class Runner:
                 state_dir.mkdir(parents=True, exist_ok=True)
                 if state_dir.resolve() != self.out_dir.resolve():
                     locks.enter_context(DirectoryLock(state_dir))
+            self._remove_leftover_temp_files()
             input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
                           for p in self._checked_inputs()]
             ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
@@ -85,6 +86,17 @@ class Runner:
             manifest = self._manifest(input_info, outputs, started)
             atomic_write_json(manifest, self.out_dir / "manifest.json")  # last: marks the run complete
         return manifest
+
+    def _remove_leftover_temp_files(self) -> None:
+        """A run killed with -9 cannot clean up the temp file it was writing; we hold the lock, so
+        any temp file here is such a leftover (complete files are never named like this)."""
+        dirs = [self.out_dir, self.out_dir / "review", self.stage_dir]
+        if self.cfg.run.state_dir is not None:
+            dirs.append(self.cfg.run.state_dir)
+        for d in dirs:
+            for leftover in d.glob(".*.tmp"):
+                log.warning("removing %s left by an interrupted run", leftover)
+                leftover.unlink(missing_ok=True)
 
     def _state_path(self, name: str) -> Path | None:
         state_dir = self.cfg.run.state_dir

@@ -171,3 +171,28 @@ def test_state_dir_carries_groups_to_the_next_batch(tmp_path):
     assert two.filter(pl.col("comment_id") == "n1")["dup_rep_id"].item() in one["comment_id"].to_list()
     assert (state / "dedup_index.parquet").exists()
     assert second["stages"][2]["facts"]["rows_joining_earlier_groups"] >= 2
+
+
+def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finishes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--output", str(out)],
+                            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    # Kill it as soon as a stage result is on disk: mid-run, with later stages still to come.
+    while time.time() < deadline and not list((out / "_stages").glob("*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    for f in out.rglob("*.parquet"):
+        pl.read_parquet(f)  # every file under its real name is complete
+    result = run_cli("run", "--input", str(SAMPLE), "--output", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr  # the stale lock of the killed run was taken over
+    c = pl.read_parquet(out / "comments.parquet")
+    assert c.height == len(SAMPLE.read_text(encoding="utf-8").splitlines())
+    assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()

@@ -37,7 +37,7 @@ class StageContext:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    version: str  # bump when the stage's code changes its output: part of the cache key
+    version: str  # part of the cache key with the source of its modules; bump for changes outside them
     config_section: str  # the config section it reads; part of its fingerprint
     requires: tuple[str, ...]
     adds: tuple[str, ...]

@@ -77,13 +77,18 @@ class Timer:
         return result
 
 
-def run_numpy(keys: list[str], args, perm: int, t: Timer) -> dict:
-    bands = minhash.lsh_params(args.threshold, perm)
-    sigs = t("signatures", minhash.signatures, keys, args.shingle, perm, args.seed)
+def band_and_verify(keys: list[str], sigs: np.ndarray, bands: int, args, t: Timer) -> dict:
+    """The part every signature engine shares: bands, candidate pairs, exact verification."""
     hashes = t("band_hashes", minhash.band_hashes, sigs, bands)
     pairs = t("candidate_pairs", minhash.candidate_pairs, hashes)
     jac = t("pair_jaccard", minhash.pair_jaccard, keys, pairs, args.shingle)
     return {"bands": bands, "candidates": len(pairs), "verified": int((jac >= args.min_jaccard).sum())}
+
+
+def run_numpy(keys: list[str], args, perm: int, t: Timer) -> dict:
+    bands = minhash.lsh_params(args.threshold, perm)
+    sigs = t("signatures", minhash.signatures, keys, args.shingle, perm, args.seed)
+    return band_and_verify(keys, sigs, bands, args, t)
 
 
 def run_rensa_matrix(keys: list[str], args, perm: int, t: Timer) -> dict:
@@ -95,10 +100,7 @@ def run_rensa_matrix(keys: list[str], args, perm: int, t: Timer) -> dict:
                perm, args.seed)
     # The digest matrix has no buffer interface: the only way out is a list of Python lists.
     sigs = t("to_numpy", lambda: np.asarray(matrix.to_rows(), dtype=np.uint32))
-    hashes = t("band_hashes", minhash.band_hashes, sigs, bands)
-    pairs = t("candidate_pairs", minhash.candidate_pairs, hashes)
-    jac = t("pair_jaccard", minhash.pair_jaccard, keys, pairs, args.shingle)
-    return {"bands": bands, "candidates": len(pairs), "verified": int((jac >= args.min_jaccard).sum())}
+    return band_and_verify(keys, sigs, bands, args, t)
 
 
 def run_rensa_lsh(keys: list[str], args, perm: int, t: Timer) -> dict:

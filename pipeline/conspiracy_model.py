@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 from scipy.special import expit
 
+from pipeline.fileio import replace_dir
+
 MODEL_FILE, EXAMPLES_FILE = "head.json", "examples.parquet"
 
 
@@ -107,11 +109,7 @@ def train(dev_csv: Path, out_dir: Path, seed: int = 0) -> dict:
     (tmp / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     positives = np.flatnonzero(y == 1)
     pl.DataFrame({"text": [dev["text"][int(i)] for i in positives], "vector": vectors[positives]}).write_parquet(tmp / EXAMPLES_FILE)
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
     return metrics
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,3 +47,12 @@ def atomic_write_json(obj: Any, target: Path) -> None:
 def atomic_write_csv(table: pl.DataFrame, target: Path, bom: bool) -> None:
     with atomic_path(target) as tmp:
         table.write_csv(tmp, include_bom=bom)
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap a finished temp folder into place, so a reader never sees a half-written model."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)

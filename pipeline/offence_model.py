@@ -40,6 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
+from pipeline.fileio import replace_dir
 from pipeline.normalize import normalize_text
 
 FORMAT_VERSION = 1
@@ -163,15 +164,6 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
     }
     (out_dir / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out_dir
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Swap a finished temp dir into place, so a reader never sees a half-written model."""
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -409,7 +401,7 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0) -
                + (f" --swsr {swsr_dir}" if swsr_dir is not None else "") + f" --out {out_dir}")
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (tmp / "README.md").write_text(_readme(metrics, command), encoding="utf-8")
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return metrics
 
 

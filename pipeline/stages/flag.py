@@ -63,9 +63,15 @@ def offence_probabilities(model, texts_norm: list[str], base_rate: float) -> np.
     return expit(model.decision_function(texts_norm) + shift)
 
 
+@lru_cache(maxsize=4)
+def conspiracy_rules(models_dir: Path):
+    # Apart from load_resources: training the conspiracy model needs the rules before it exists.
+    return load_rules(models_dir / "rules" / "conspiracy.yaml")
+
+
 def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
     """The conspiracy rules alone: their noisy-OR score and the rules that matched."""
-    rules = load_rules(models_dir / "rules" / "conspiracy.yaml")
+    rules = conspiracy_rules(models_dir)
     out = []
     for text in texts_norm:
         key = match_key(text)

@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the project's labelled conspiracy set (see tests/data/README.md)")
     train.add_argument("--conspiracy-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "conspiracy")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--encoder", action="store_true",
+                       help="train only the fine-tuned encoder (models/offence_encoder); needs a GPU to finish in minutes")
+    train.add_argument("--device", default="cpu", help="torch device for --encoder, e.g. cuda")
+    train.add_argument("--epochs", type=int, default=3, help="epochs for --encoder")
+    train.add_argument("--limit", type=int, default=0, help="--encoder smoke test: train and choose on this many COLD rows")
+    train.add_argument("--encoder-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence_encoder")
+    train.add_argument("--own", type=Path, action="append",
+                       default=[Path(__file__).resolve().parents[1] / "tests" / "data" / n for n in ("abuse_dev.csv", "conspiracy_dev.csv")],
+                       help="the project's own labelled sets (even ids train the encoder; odd ids stay held out)")
 
     ev = sub.add_parser("evaluate", help="precision, recall, F1 per category of the flags against labels")
     ev.add_argument("--input", "-i", action="append", required=True, type=Path, help="comments, as for run")
@@ -98,6 +107,14 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
     for d in (args.cold,):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
+    if args.encoder:
+        from pipeline import offence_encoder
+
+        meta = offence_encoder.train_encoder(args.cold, args.own, args.encoder_out, device=args.device,
+                                             epochs=args.epochs, limit=args.limit, seed=args.seed,
+                                             log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(json.dumps({"offence_encoder": {k: meta[k] for k in ("threshold", "dev_macro_f1")}}))
+        return EXIT_OK
     from pipeline import conspiracy_model
 
     metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)

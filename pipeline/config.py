@@ -69,7 +69,11 @@ class FlagConfig(Section):
     threshold_hate: float = Field(0.5, ge=0, le=1, description="score_hate at or above this sets flag_hate.")
     threshold_conspiracy: float = Field(0.5, ge=0, le=1, description="score_conspiracy at or above this sets flag_conspiracy.")
     conspiracy_model_weight: float = Field(0.5, ge=0, le=1, description="Share of the embedding model's conspiracy probability in score_conspiracy; at 0.5 it lifts a rule match but cannot flag alone (alone it flagged criticism of companies: see models/README.md).")
-    offence_base_rate: float = Field(0.1, gt=0, lt=1, description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.")
+    offence_model: Literal["blend", "encoder", "ngram"] = Field("blend", description="Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev).")
+    offence_blend_encoder: float = Field(0.549, description="Blend weight on the encoder's log-odds (logistic regression fitted on COLD dev; models/README.md).")
+    offence_blend_ngram: float = Field(0.376, description="Blend weight on the n-gram model's log-odds.")
+    offence_blend_bias: float = Field(-0.149, description="Blend intercept.")
+    offence_base_rate: float = Field(0.2, gt=0, lt=1, description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.")
     models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")
 
 

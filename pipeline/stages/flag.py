@@ -7,10 +7,12 @@ Categories (definitions also in README and models/README.md):
 - conspiracy: claims that hidden actors secretly steer events, as opposed to criticism or reporting.
 
 Scores combine independent signals by noisy-OR (1 - prod(1 - s)):
-The offence model's probability is first recalibrated from its training prior (COLD: half
-offensive) to `flag.offence_base_rate`, the share expected on the platform.
-- abuse = insult-lexicon weights and offence-model probability (each halved when a group is named)
-- hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.35 when no group is named)
+The offence probability blends two models by a logistic regression fitted on COLD dev
+(`flag.offence_blend_*`): the fine-tuned e5 encoder (models/offence_encoder) and character n-grams
+(models/offence). It is then recalibrated from the training prior (COLD: half offensive) to
+`flag.offence_base_rate`, the share expected on the platform.
+- abuse = insult- and contempt-lexicon weights and the offence probability (each halved when a group is named)
+- hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.25 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
   logistic regression on the comment's e5 embedding, trained on the project's own labelled set
   (models/conspiracy); at the default 0.5 the model lifts a weak rule match but cannot flag alone
@@ -35,7 +37,14 @@ from pipeline.stage import Stage, StageContext
 CATEGORIES = ("abuse", "hate", "conspiracy")
 # How much offence evidence (insult terms, the model) counts toward each category, by whether the
 # comment names a group: aimed at a group it is hate, otherwise abuse of a person.
-OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.35}}
+OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.25}}
+
+
+@lru_cache(maxsize=4)
+def load_encoder(models_dir: Path, cache_dir: Path | None):
+    from pipeline.offence_encoder import OffenceEncoder
+
+    return OffenceEncoder.load(models_dir / "offence_encoder", cache_dir)
 
 
 @lru_cache(maxsize=4)
@@ -49,18 +58,33 @@ def load_resources(models_dir: Path):
         # Insults and slurs are also found when written as homophones (傻币 for 傻逼).
         "insults": load_lexicon(models_dir / "lexicons" / "insults.txt", match_by_sound=True),
         "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt", match_by_sound=True),
+        # Milder derision ("就会吹牛", "什么玩意"): ordinary words, so never matched by sound.
+        "contempt": load_lexicon(models_dir / "lexicons" / "contempt.txt"),
         "groups": load_lexicon(models_dir / "lexicons" / "group_targets.txt"),
     }
 
 
-def offence_probabilities(model, texts_norm: list[str], base_rate: float) -> np.ndarray:
-    """The model's probabilities moved from its training prior to the platform's base rate.
+def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Path | None) -> tuple[np.ndarray, dict]:
+    """The blended offence probability, moved from its training prior to the platform's base rate,
+    and each model's own probability (for the evidence).
 
     COLD is half offensive; real comment streams are not. Bayes' rule for a changed prior
     (Saerens et al., 2002) adds logit(base_rate) - logit(training rate) to every log-odds.
     """
-    shift = logit(base_rate) - logit(model.train_positive_rate)
-    return expit(model.decision_function(texts_norm) + shift)
+    models_dir = models_dir_of(cfg)
+    ngram = load_resources(models_dir)["offence"]
+    parts = {"ngram": np.clip(ngram.predict_proba(texts_norm), 1e-6, 1 - 1e-6)}
+    if cfg.offence_model == "ngram":
+        log_odds = logit(parts["ngram"])
+    else:
+        parts["encoder"] = np.clip(load_encoder(models_dir, cache_dir).predict_proba(texts_norm), 1e-6, 1 - 1e-6)
+        if cfg.offence_model == "encoder":
+            log_odds = logit(parts["encoder"])
+        else:
+            log_odds = (cfg.offence_blend_encoder * logit(parts["encoder"])
+                        + cfg.offence_blend_ngram * logit(parts["ngram"]) + cfg.offence_blend_bias)
+    shift = logit(cfg.offence_base_rate) - logit(ngram.train_positive_rate)
+    return expit(log_odds + shift), parts
 
 
 @lru_cache(maxsize=4)
@@ -81,33 +105,36 @@ def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
     return out
 
 
-def score_texts(texts_norm: list[str], vectors: np.ndarray, models_dir: Path, base_rate: float,
-                model_weight: float) -> list[dict]:
+def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cache_dir: Path | None = None) -> list[dict]:
     """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}."""
+    models_dir = models_dir_of(cfg)
+    model_weight = cfg.conspiracy_model_weight
     res = load_resources(models_dir)
-    probs = offence_probabilities(res["offence"], texts_norm, base_rate)
+    probs, parts = offence_probabilities(texts_norm, cfg, cache_dir)
     head = res["conspiracy_head"]
     head_probs = head.predict_proba(vectors)
     nearest, nearest_sim = head.nearest(vectors)
     out = []
-    for text, p, rules_row, hp, ex, sim in zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
-                                               head_probs, nearest, nearest_sim):
+    for i, (text, p, rules_row, hp, ex, sim) in enumerate(zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
+                                                              head_probs, nearest, nearest_sim)):
         key = match_key(text)
         # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
         # an insult), but its character n-grams would still score them.
         p = float(p) if WORDLIKE.search(key) else 0.0
         groups = [t for t, _ in res["groups"].matches(key)]
         insults = res["insults"].matches(key)
+        contempt = res["contempt"].matches(key)
         slurs = res["slurs"].matches(key)
         names_group = bool(groups or slurs)
         model_evidence = ""
         if p >= 0.3:
             terms = ", ".join(f"{t} +{w:.2f}" for t, w in res["offence"].top_terms(text, 3))
-            model_evidence = f"model offence p={p:.2f}" + (f" ({terms})" if terms else "")
+            each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items())
+            model_evidence = f"model offence p={p:.2f} ({each}" + (f"; n-grams {terms})" if terms else ")")
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
-        offence = [w for _, w in insults] + [p]
+        offence = [w for _, w in insults] + [w for _, w in contempt] + [p]
         share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
-        insult_evidence = [f"insult '{t}'" for t, _ in insults]
+        insult_evidence = [f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
@@ -132,8 +159,7 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     firsts = table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
     distinct = firsts["text_norm"].to_list()
     vectors = firsts["embedding"].to_numpy().astype(np.float32)
-    scored = pl.DataFrame(score_texts(distinct, vectors, models_dir_of(cfg), cfg.offence_base_rate,
-                                      cfg.conspiracy_model_weight), schema={
+    scored = pl.DataFrame(score_texts(distinct, vectors, cfg, ctx.cache_dir), schema={
         **{f"score_{c}": pl.Float64 for c in CATEGORIES},
         **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
         "score_offence_model": pl.Float64,
@@ -144,7 +170,8 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     table = table.with_columns(
         [(pl.col(f"score_{c}") >= thresholds[c]).alias(f"flag_{c}") for c in CATEGORIES])
     table = table.with_columns(pl.any_horizontal([f"flag_{c}" for c in CATEGORIES]).alias("needs_review"))
-    ctx.facts.update(offence_model_version=res["offence"].version, conspiracy_model_version=res["conspiracy_head"].version,
+    ctx.facts.update(offence_model_version=res["offence"].version, offence_model=cfg.offence_model,
+                     offence_encoder_version=load_encoder(models_dir_of(cfg), ctx.cache_dir).version if cfg.offence_model != "ngram" else None, conspiracy_model_version=res["conspiracy_head"].version,
                      thresholds=thresholds,
                      flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
                      needs_review=int(table["needs_review"].sum()))
@@ -154,7 +181,7 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
 def resources_fingerprint(cfg: FlagConfig) -> str:
     """Retraining the model or editing a lexicon or rule must rerun the stage."""
     root = models_dir_of(cfg)
-    files = [root / "offence" / "model.json", root / "conspiracy" / "head.json", *sorted((root / "lexicons").glob("*.txt")),
+    files = [root / "offence" / "model.json", root / "offence_encoder" / "model.json", root / "conspiracy" / "head.json", *sorted((root / "lexicons").glob("*.txt")),
              *sorted((root / "rules").glob("*.yaml"))]
     h = hashlib.sha256()
     for f in files:
@@ -163,7 +190,7 @@ def resources_fingerprint(cfg: FlagConfig) -> str:
 
 
 STAGE = Stage(name="flag", version="2", config_section="flag", requires=("text_norm", "embedding"),
-              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.conspiracy_model", "pipeline.match_key", "pipeline.keywords"),
+              code_modules=("pipeline.flag_rules", "pipeline.offence_model", "pipeline.offence_encoder", "pipeline.conspiracy_model", "pipeline.match_key", "pipeline.keywords"),
               resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)
               + tuple(f"evidence_{c}" for c in CATEGORIES) + ("needs_review",), run=run)

@@ -1,0 +1,108 @@
+"""Fine-tune offence-encoder variants from a bundle (benchmarks/offence_encoder_bundle.py) on a GPU.
+
+Writes, per variant, the trainable tensors of its best epoch and its dev probabilities, so the
+variants can be compared (and blended with the n-gram model) on the CPU machine afterwards.
+
+    python benchmarks/offence_encoder_gpu.py --bundle .gpu/bundle --out $OUT [--variants lora16,top4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pipeline import offence_encoder as oe  # noqa: E402
+
+VARIANTS = {
+    # name: (kind, r/top, lr, epochs, use_swsr); "_own" variants add the project's own sets, repeated OWN_REPEAT times
+    "lora16": ("lora", 16, 5e-4, 4, False),
+    "lora16_swsr": ("lora", 16, 5e-4, 4, True),
+    "top4": ("top", 4, 1e-4, 4, False),
+    "full": ("top", 12, 5e-5, 4, False),
+    "lora32": ("lora", 32, 3e-4, 4, False),
+    "top4_own": ("top", 4, 1e-4, 3, False),
+}
+OWN_REPEAT = 6
+
+
+def load_bundle(path: Path):
+    data = np.load(path / "data.npz")
+    ends = np.cumsum(data["lengths"])
+    seqs = np.split(data["ids"].astype(np.int64), ends[:-1])
+    return seqs, data["labels"].astype(np.int64), data["source"], json.loads((path / "config.json").read_text())
+
+
+def build(config: dict, weights: dict):
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(**{k: v for k, v in config.items() if k in BertConfig().to_dict() or k == "vocab_size"})
+    bert = BertModel(cfg, add_pooling_layer=False)
+    missing, unexpected = bert.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    assert not [m for m in missing if "pooler" not in m], missing
+    return bert
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--limit", type=int, default=0, help="smoke test: this many train and dev rows")
+    ap.add_argument("--epochs", type=int, default=0, help="override every variant's epochs")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    seqs, labels, source, config = load_bundle(args.bundle)
+    weights = load_file(str(args.bundle / "weights.safetensors"))
+    pad = config["pad_token_id"]
+    dev_idx = np.where(source == 1)[0][: args.limit or None]
+    dev_seqs, dev_y = [seqs[i] for i in dev_idx], labels[dev_idx]
+    results = {}
+    probs = {"dev_y": dev_y}
+    own_idx = np.where(source == 4)[0]
+    for name in args.variants.split(","):
+        kind, size, lr, epochs, use_swsr = VARIANTS[name]
+        train_idx = np.where((source == 0) | ((source == 2) & use_swsr))[0][: args.limit or None]
+        if name.endswith("_own"):
+            train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * OWN_REPEAT)
+        epochs = args.epochs or epochs
+        bert = build(config, weights)
+        if kind == "lora":
+            for p in bert.parameters():
+                p.requires_grad = False
+            oe.add_lora(bert, r=size, alpha=2 * size)
+        else:
+            oe.freeze_except_top(bert, size)
+        model = oe.OffenceClassifier(bert)
+        t0 = time.time()
+        best = oe.train(model, [seqs[i] for i in train_idx], labels[train_idx], dev_seqs, dev_y, device=device,
+                        epochs=epochs, lr=lr, seed=0, pad_id=pad, log=lambda s, n=name: print(n, s, flush=True))
+        results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
+                         "trainable": oe.count_trainable(model), "train_rows": int(len(train_idx)),
+                         "seconds": time.time() - t0, "best_epoch": best["epoch"],
+                         "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
+                         "history": best["history"]}
+        probs[name] = best["dev_prob"]
+        if len(own_idx):  # the held-out half of the project's own sets, with the best epoch's weights
+            model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
+            probs[f"{name}_own_heldout"] = 1 / (1 + np.exp(-oe.predict_logits(model, [seqs[i] for i in own_idx], device, pad_id=pad)))
+            probs["own_heldout_y"] = labels[own_idx]
+        if name != "full":  # the full model is a reference only: too big to ship
+            state = {k: (v.half() if kind == "top" and not k.startswith("head.") else v).contiguous()
+                     for k, v in best["state"].items()}
+            save_file(state, str(args.out / f"{name}.safetensors"))
+        print(name, json.dumps({k: v for k, v in results[name].items() if k != "history"}), flush=True)
+        del model, bert
+        torch.cuda.empty_cache()
+    np.savez_compressed(args.out / "dev_probs.npz", **probs)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

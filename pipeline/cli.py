@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config knob, e.g. --set topics.min_cluster_size=7")
     run.add_argument("--state-dir", type=Path, help="state kept between batches (same as --set run.state_dir=...)")
+    run.add_argument("--topics-from", type=Path, help="assign this batch to the topics saved by another run (its state directory)")
     run.add_argument("--quiet", "-q", action="store_true", help="only warnings, errors and the summary line")
     run.add_argument("--log-json", action="store_true", help="log lines as JSON objects")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -85,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.state_dir:
         overrides.append(f"run.state_dir={args.state_dir}")
+    if args.topics_from:
+        overrides.append(f"topics.model_from={args.topics_from}")
     if args.quiet:
         overrides.append("run.progress=false")
     cfg = load_config(args.config, overrides)

@@ -53,15 +53,20 @@ class DedupConfig(Section):
 
 
 class TopicsConfig(Section):
-    min_cluster_size: int | None = Field(None, ge=2, description="HDBSCAN min_cluster_size; none = max(3, round(sqrt(n_representatives) / 2)).")
-    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; none = min_cluster_size.")
-    umap_neighbors: int = Field(15, ge=2, description="UMAP n_neighbors (capped at n_representatives - 1).")
+    min_cluster_size: int | None = Field(None, ge=2, description="HDBSCAN min_cluster_size; none = max(3, round(n_representatives / 50)), n counted in the fit sample.")
+    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; none = min(min_cluster_size, 10).")
+    umap_neighbors: int = Field(30, ge=2, description="UMAP n_neighbors (capped at n_representatives - 1).")
     umap_components: int = Field(5, ge=2, description="UMAP output dimensions that HDBSCAN clusters.")
     umap_min_dist: float = Field(0.0, ge=0, description="UMAP min_dist; 0 packs clusters tightly for HDBSCAN.")
+    max_topic_share: float = Field(0.15, gt=0, le=1, description="HDBSCAN picks no cluster holding more than this share of the fitted representatives (at least 2 x min_cluster_size) when it can split it; 1 = no cap.")
     outlier_min_similarity: float = Field(0.85, ge=-1, le=1, description="An outlier joins the nearest topic centroid when cosine similarity is at least this.")
     n_keywords: int = Field(8, ge=1, description="Keywords kept per topic.")
     label_keywords: int = Field(3, ge=1, description="Keywords in a topic label.")
     min_comments: int = Field(8, ge=2, description="Below this many distinct texts, no clustering: every comment gets topic 0 ('all comments').")
+    fit_sample: int = Field(20000, ge=100, description="UMAP and HDBSCAN are fitted on at most this many duplicate-group representatives (a seeded sample); the rest join the nearest topic. Bounds memory and time.")
+    refit: bool = Field(False, description="Fit new topics even when a saved topic model exists (state directory or model_from).")
+    refit_outlier_share: float = Field(0.3, ge=0, le=1, description="With a saved topic model, refit when more than this share of comments fits none of its topics.")
+    model_from: Path | None = Field(None, description="A saved topic model to assign this batch to: a state directory or its topic_model.parquet (`--topics-from`). The state directory's own model wins when it has one.")
 
 
 class FlagConfig(Section):

@@ -10,6 +10,8 @@ from pathlib import Path
 STOPWORDS_FILE = Path(__file__).parent / "resources" / "stopwords_zh.txt"
 # A keyword must hold a CJK character or a latin word of 2+ letters: no punctuation, no digits-only.
 WORDLIKE = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]{2,}")
+# Numeral + measure-word phrases jieba keeps as words ("一下子", "一部分", "这一点"): filler, not topics.
+NUMERAL_FILLER = re.compile(r"^[一二两三几每这那哪某各]{1,2}[个下声部些点种次位件条份句回遍把只张块层批群样般切起定阵番][子分]?$")
 
 
 @lru_cache(maxsize=1)
@@ -34,7 +36,8 @@ def _jieba():
 def tokens(text: str) -> list[str]:
     stop = stopwords()
     return [w.lower() for w in _jieba().lcut(text)
-            if len(w.strip()) > 1 and w not in stop and WORDLIKE.search(w) and not w.isdigit()]
+            if len(w.strip()) > 1 and w not in stop and WORDLIKE.search(w) and not w.isdigit()
+            and not NUMERAL_FILLER.match(w)]
 
 
 def ctfidf(docs_by_class: dict[int, list[str]], top_n: int) -> dict[int, list[tuple[str, float]]]:
@@ -49,6 +52,7 @@ def ctfidf(docs_by_class: dict[int, list[str]], top_n: int) -> dict[int, list[tu
     for c, cnt in counts.items():
         size = sum(cnt.values()) or 1
         scored = [(w, (n / size) * math.log(1 + avg_words / total[w])) for w, n in cnt.items()]
-        scored.sort(key=lambda x: (-x[1], x[0]))
+        # A word said once in a topic is an accident of wording: words said twice or more rank first.
+        scored.sort(key=lambda x: (cnt[x[0]] < 2, -x[1], x[0]))
         out[c] = [(w, round(s, 6)) for w, s in scored[:top_n]]
     return out

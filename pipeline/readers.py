@@ -94,9 +94,14 @@ def _decode(line: bytes) -> tuple[str | None, str | None]:
 def _jsonl_rows(data: bytes, id_column: str, text_column: str) -> Iterator[tuple]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    for n, line in enumerate(data.split(b"\n"), 1):
+    lines = data.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the file's final newline ends the last line; it does not start a new one
+    for n, line in enumerate(lines, 1):
         if not line.strip():
-            continue  # blank lines carry no comment; not a row
+            # Quarantined rather than skipped, so every line of the file is accounted for.
+            yield n, None, None, "blank line: no JSON object"
+            continue
         decoded, err = _decode(line.rstrip(b"\r"))
         if err:
             yield n, None, None, err
@@ -130,6 +135,7 @@ def _csv_rows(path: Path, data: bytes, id_column: str, text_column: str, delimit
     for record in reader:
         n = reader.line_num  # line where this record ends: what a spreadsheet user can find
         if not record:
+            yield n, None, None, "blank line: no fields"
             continue
         if len(record) != len(header):
             yield n, None, None, f"{len(record)} fields, the header has {len(header)}"

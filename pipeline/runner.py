@@ -107,6 +107,13 @@ class Runner:
         tables, hashes = {}, []
         for name in stage.state:
             path = self._state_path(name)
+            model_from = getattr(getattr(self.cfg, stage.config_section), "model_from", None)
+            if (path is None or not path.exists()) and model_from:
+                # `--topics-from`: another run's saved model, used until this state directory has its own.
+                path = model_from
+                path = path / f"{name}.parquet" if path.is_dir() else path
+                if not path.exists():
+                    raise readers.InputFileError(f"{path}: no saved {name} there; pass the state directory of a run that had one")
             if path is not None and path.exists():
                 tables[name] = pl.read_parquet(path)
                 hashes.append(file_sha256(path))

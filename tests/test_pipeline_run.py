@@ -196,3 +196,89 @@ def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finish
     c = pl.read_parquet(out / "comments.parquet")
     assert c.height == len(SAMPLE.read_text(encoding="utf-8").splitlines())
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
+
+
+def test_a_second_batch_keeps_the_saved_topic_ids(tmp_path):
+    """Batch one fits topics and saves them; batch two (other comments, copies of batch one's, and
+    `--topics-from` in a fresh run) is assigned to them: same ids, same labels, no refit."""
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    day1 = write_jsonl(tmp_path / "day1.jsonl", rows)
+    state = tmp_path / "state"
+    run([day1], tmp_path / "out1", f"run.state_dir={state}", "topics.min_comments=4", "topics.min_cluster_size=3")
+    one = pl.read_parquet(tmp_path / "out1" / "comments.parquet")
+    assert (state / "topic_model.parquet").exists() and one["topic_id"].max() >= 1
+    # Day two repeats some of day one's comments, reworded by a character, among new ones.
+    repeats = [{"comment_id": f"r{i}", "text": r["text"] + "!"} for i, r in enumerate(rows[::3])]
+    day2 = write_jsonl(tmp_path / "day2.jsonl", repeats)
+    for out, extra in (("out2", [f"run.state_dir={state}"]), ("out3", [f"topics.model_from={state}"])):
+        manifest = run([day2], tmp_path / out, "topics.min_comments=4", "topics.min_cluster_size=3", *extra)
+        topics_facts = next(s for s in manifest["stages"] if s["name"] == "topics")["facts"]
+        assert topics_facts["topic_model"] == "assigned"
+        two = pl.read_parquet(tmp_path / out / "comments.parquet")
+        before = dict(zip(one["text"].to_list(), one["topic_id"].to_list()))
+        for r, got in zip(rows[::3], two["topic_id"].to_list()):
+            assert got == before[r["text"]], r["text"]
+        labels_one = dict(zip(one["topic_id"].to_list(), one["topic_label"].to_list()))
+        assert all(labels_one[t] == lab for t, lab in zip(two["topic_id"].to_list(), two["topic_label"].to_list()))
+    refit = run([day2], tmp_path / "out4", f"run.state_dir={state}", "topics.refit=true", "topics.min_comments=4", "topics.min_cluster_size=3")
+    assert next(s for s in refit["stages"] if s["name"] == "topics")["facts"]["topic_model"] == "fitted"
+
+
+def test_members_of_a_duplicate_group_share_a_topic(seed_run):
+    _, out, _ = seed_run
+    t = pl.read_parquet(out / "comments.parquet")
+    assert t.group_by("dup_group").agg(pl.col("topic_id").n_unique())["topic_id"].max() == 1
+
+
+def test_hostile_jsonl_every_line_kept_or_quarantined_with_a_reason(tmp_path):
+    lines = [
+        b'{"comment_id": "g1", "text": "\xe6\xad\xa3\xe5\xb8\xb8\xe7\x9a\x84\xe8\xaf\x84\xe8\xae\xba"}',  # 正常的评论
+        b'{"comment_id": "g2", "text": "hello world"}',
+        b'not json at all',
+        b'[1, 2, 3]',
+        b'"just a string"',
+        b'{"comment_id": "n1", "text": 666}',  # a number is a real comment: kept as "666"
+        b'{"comment_id": "n2", "text": null}',
+        b'{"comment_id": "n3", "text": ""}',
+        b'{"comment_id": "n4", "text": "   "}',
+        b'{"comment_id": "n5", "text": {"nested": 1}}',
+        b'{"comment_id": "n6", "body": "no text field"}',
+        b'{"comment_id": "u1", "text": "bad \xff\xfe bytes"}',
+        b'{"comment_id": "c1", "text": "\\u0000\\u0007\\u200b"}',
+        b'{"comment_id": "c2", "text": "ctrl\\u0007 inside a real comment"}',
+        b'{"comment_id": "l1", "text": "' + "长".encode() * 50000 + b'"}',
+        b'{"comment_id": "d1", "text": "same id once"}',
+        b'{"comment_id": "d1", "text": "same id twice"}',
+        b'',
+        b'{"comment_id": "t1", "text": true}',
+        b'{"comment_id": "w1", "text": "crlf line"}\r',
+        b'{"comment_id": "e1", "text": "\xf0\x9f\x98\x82\xf0\x9f\x98\x82"}',
+        b'{"comment_id": "x1", "text": "truncated json',
+    ]
+    assert len(lines) == 22
+    src = tmp_path / "hostile.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    result = run_cli("run", "--input", str(src), "--output", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    kept = pl.read_parquet(out / "comments.parquet")
+    quarantined = pl.read_parquet(out / "quarantine.parquet")
+    assert kept.height + quarantined.height == 22
+    assert sorted(kept["source_row"].to_list() + quarantined["source_row"].to_list()) == list(range(1, 23))
+    assert quarantined["reason"].is_not_null().all() and (quarantined["reason"].str.len_chars() > 0).all()
+    assert set(kept["comment_id"]) >= {"g1", "g2", "n1", "c2", "l1", "d1", "d1~2", "w1", "e1"}
+    assert kept.filter(pl.col("comment_id") == "l1")["text"].item() == "长" * 50000  # original kept whole
+    assert kept.filter(pl.col("comment_id") == "l1")["text_truncated"].item()
+    assert kept.filter(pl.col("comment_id") == "d1~2")["id_note"].item().startswith("duplicate comment_id")
+    assert set(quarantined["source_row"]) == {3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 18, 19, 22}
+
+
+@pytest.mark.parametrize("make", ["missing", "random_xlsx"])
+def test_unusable_input_file_exits_nonzero_naming_it_without_traceback(tmp_path, make):
+    path = tmp_path / ("nope.jsonl" if make == "missing" else "comments.xlsx")
+    if make == "random_xlsx":
+        path.write_bytes(bytes(range(256)) * 40)
+    result = run_cli("run", "--input", str(path), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "comments.parquet").exists()

@@ -20,7 +20,7 @@ def test_jsonl_keeps_every_line_with_errors(tmp_path):
                   b'\n'
                   b'{"comment_id": "e", "body": "x"}\n')
     t = read(p)
-    assert t["source_row"].to_list() == [1, 2, 3, 4, 5, 6, 8]
+    assert t["source_row"].to_list() == [1, 2, 3, 4, 5, 6, 7, 8]  # every line, the blank one too
     errors = dict(zip(t["source_row"], t["read_error"]))
     assert errors[1] is None and errors[4] is None
     assert "invalid JSON" in errors[2]
@@ -28,6 +28,7 @@ def test_jsonl_keeps_every_line_with_errors(tmp_path):
     assert "null" in errors[5]
     assert "UTF-8" in errors[6]
     assert "no 'text' field" in errors[8]
+    assert "blank line" in errors[7]
     assert t.filter(pl.col("source_row") == 4)["raw_text"].item() == "666"
 
 

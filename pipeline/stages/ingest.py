@@ -25,6 +25,13 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
         .when(pl.col("raw_text").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty text"))
     )
     raw = raw.with_columns(reason.alias("reason"))
+    texts = raw.filter(pl.col("reason").is_null())["raw_text"].unique().to_list()
+    norm_of = {t: normalize_text(t[: cfg.max_chars]) for t in texts}  # copies are common: once each
+    # Text made only of control, invisible or emoji-variation characters normalises to nothing.
+    invisible = [t for t, n in norm_of.items() if not n.strip()]
+    raw = raw.with_columns(pl.when(pl.col("reason").is_null() & pl.col("raw_text").is_in(invisible))
+                           .then(pl.lit("no visible text (only control or invisible characters)"))
+                           .otherwise(pl.col("reason")).alias("reason"))
     bad = raw.filter(pl.col("reason").is_not_null())
     ctx.side_tables["quarantine"] = bad.select(
         "source_file", "source_row", pl.col("raw_id").alias("comment_id"),
@@ -37,9 +44,7 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
     kept = kept.with_columns(pl.coalesce("raw_id", generated).alias("comment_id"))
     kept = _make_ids_unique(kept)
 
-    texts = kept["raw_text"].to_list()
-    norm_of = {t: normalize_text(t[: cfg.max_chars]) for t in set(texts)}  # copies are common: once each
-    norm = [norm_of[t] for t in texts]
+    norm = [norm_of[t] for t in kept["raw_text"].to_list()]
     kept = kept.with_columns(
         pl.col("raw_text").alias("text"),
         pl.Series("text_norm", norm, dtype=pl.String),

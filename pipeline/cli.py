@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config knob, e.g. --set topics.min_cluster_size=7")
     run.add_argument("--state-dir", type=Path, help="state kept between batches (same as --set run.state_dir=...)")
+    run.add_argument("--decisions", type=Path, help="moderators' decisions (CSV/JSON exported from review/index.html) to apply; kept in the state directory")
     run.add_argument("--topics-from", type=Path, help="assign this batch to the topics saved by another run (its state directory)")
     run.add_argument("--quiet", "-q", action="store_true", help="only warnings, errors and the summary line")
     run.add_argument("--log-json", action="store_true", help="log lines as JSON objects")
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ev.add_argument("--debug", action="store_true")
 
+    rep = sub.add_parser("report", help="rebuild review/index.html of a finished run without recomputing")
+    rep.add_argument("output", type=Path, help="the run's output directory")
+
     sub.add_parser("config", help="print every config knob with its default and meaning")
     sub.add_parser("describe", help="print the stage graph: what each stage needs and adds")
     return parser
@@ -92,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append("run.progress=false")
     cfg = load_config(args.config, overrides)
     started = time.time()
-    manifest = Runner(args.input, args.output, cfg).run()
+    manifest = Runner(args.input, args.output, cfg, decisions=args.decisions).run()
     s = manifest["summary"]
     flagged = " ".join(f"{c}={n}" for c, n in s["flagged"].items())
     print(f"done: {s['rows_in']} rows in, {s['kept']} kept, {s['quarantined']} quarantined, "
@@ -157,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "config":
             print(describe_config())
+            return EXIT_OK
+        if args.command == "report":
+            from pipeline import report
+
+            print(report.build(args.output))
             return EXIT_OK
         return cmd_describe()
     except (InputFileError, ConfigError, FileNotFoundError) as e:

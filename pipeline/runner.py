@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import readers
+from pipeline import decisions, readers, report
 from pipeline.config import Config, stable_hash
 from pipeline.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet
 from pipeline.lock import DirectoryLock
@@ -60,8 +60,11 @@ def default_cache_dir(cfg: Config) -> Path:
 
 
 class Runner:
-    def __init__(self, inputs: list[Path], out_dir: Path, cfg: Config):
+    def __init__(self, inputs: list[Path], out_dir: Path, cfg: Config, decisions: Path | None = None):
         self.inputs, self.out_dir, self.cfg = inputs, out_dir, cfg
+        self.decisions_file = decisions
+        if decisions is not None and not decisions.exists():
+            raise readers.InputFileError(f"{decisions}: decisions file not found; check the --decisions path")
         self.stage_dir = out_dir / "_stages"
         self.records: list[StageRecord] = []
 
@@ -83,7 +86,11 @@ class Runner:
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
             self._save_state(side)
+            if self.cfg.run.state_dir is not None and side.get(decisions.STATE_NAME) is not None:
+                atomic_write_parquet(side[decisions.STATE_NAME], self.cfg.run.state_dir / f"{decisions.STATE_NAME}.parquet")
             manifest = self._manifest(input_info, outputs, started)
+            report.build(self.out_dir, manifest)
+            manifest["outputs"]["review_page"] = "review/index.html"
             atomic_write_json(manifest, self.out_dir / "manifest.json")  # last: marks the run complete
         return manifest
 
@@ -210,12 +217,18 @@ class Runner:
 
     def _export(self, table: pl.DataFrame, side: dict[str, pl.DataFrame]) -> dict[str, str]:
         t0 = time.time()
-        built = export.build(table, side["topics"], self.cfg.export)
+        # Decisions: those kept in the state directory, then the --decisions file (the latest wins).
+        saved = self._state_path(decisions.STATE_NAME)
+        new = decisions.read_file(self.decisions_file, table.select("comment_id", "dup_group")) if self.decisions_file else None
+        decided = decisions.merge(pl.read_parquet(saved) if saved is not None and saved.exists() else None, new)
+        side[decisions.STATE_NAME] = decided
+        built = export.build(table, side["topics"], self.cfg.export, decided)
         out = self.out_dir
         atomic_write_parquet(built["comments"], out / "comments.parquet")
         atomic_write_parquet(built["topics"], out / "topics.parquet")
         atomic_write_parquet(built["review_queue"], out / "review" / "queue.parquet")
         atomic_write_csv(built["review_queue_csv"], out / "review" / "queue.csv", bom=self.cfg.export.csv_bom)
+        atomic_write_parquet(report.map_points(table, self.cfg.run.seed), out / "review" / "map.parquet")
         files = {"comments": "comments.parquet", "topics": "topics.parquet",
                  "review_queue": "review/queue.parquet", "review_queue_csv": "review/queue.csv"}
         quarantine = side.get("quarantine")
@@ -227,7 +240,8 @@ class Runner:
         comments = built["comments"]
         self.records.append(StageRecord(
             "export", "ran", table.height, comments.height, round(time.time() - t0, 3), "",
-            {"review_groups": built["review_queue"].height}))
+            {"review_groups": built["review_queue"].height,
+             "decided_groups": int(comments.filter(pl.col("decision").is_not_null())["dup_group"].n_unique())}))
         self.summary = {
             "rows_in": self.records[0].rows_in, "kept": comments.height,
             "quarantined": 0 if quarantine is None else quarantine.height,

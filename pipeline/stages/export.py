@@ -16,7 +16,8 @@ CONTRACT = ["comment_id", "text", "text_norm", "dup_group", "dup_group_size", "t
             "score_abuse", "score_hate", "score_conspiracy", "flag_abuse", "flag_hate", "flag_conspiracy",
             "needs_review"]
 EXTRA = ["review_priority", "flagged_categories", "evidence_abuse", "evidence_hate", "evidence_conspiracy",
-         "score_offence_model", "dup_rep_id", "dedup_key", "source_file", "source_row", "text_truncated", "id_note"]
+         "score_offence_model", "dup_rep_id", "dedup_key", "source_file", "source_row", "text_truncated", "id_note",
+         "decision", "decision_note", "decided_at"]
 
 
 def priority_expr() -> pl.Expr:
@@ -27,7 +28,10 @@ def priority_expr() -> pl.Expr:
     return (fired * (1 + 0.5 * pl.col("dup_group_size").cast(pl.Float64).log10())).round(4)
 
 
-def comments_table(table: pl.DataFrame) -> pl.DataFrame:
+def comments_table(table: pl.DataFrame, decided: pl.DataFrame | None = None) -> pl.DataFrame:
+    if decided is not None:
+        # A decision on a group holds for every member, including comments that joined it later.
+        table = table.join(decided, on="dup_group", how="left", maintain_order="left")
     fired = pl.concat_list([pl.when(pl.col(f"flag_{c}")).then(pl.lit(c)).otherwise(pl.lit(None, pl.String))
                             for c in CATEGORIES]).list.drop_nulls()
     table = table.sort("input_index").with_columns(
@@ -36,8 +40,11 @@ def comments_table(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def review_queue(comments: pl.DataFrame) -> pl.DataFrame:
-    """One row per flagged duplicate group; members listed by id in input order."""
-    flagged = comments.filter(pl.col("dup_group").is_in(comments.filter("needs_review")["dup_group"].implode()))
+    """One row per flagged duplicate group without a moderator's decision; members in input order."""
+    open_groups = comments.filter(pl.col("needs_review"))
+    if "decision" in comments.columns:
+        open_groups = open_groups.filter(pl.col("decision").is_null())
+    flagged = comments.filter(pl.col("dup_group").is_in(open_groups["dup_group"].implode()))
     evidence = pl.concat_list([pl.when(pl.col(f"flag_{c}")).then(
         pl.col(f"evidence_{c}").list.eval(pl.lit(f"{c}: ") + pl.element())).otherwise(pl.lit([], pl.List(pl.String)))
         for c in CATEGORIES])
@@ -73,8 +80,9 @@ def topics_table(topics: pl.DataFrame, comments: pl.DataFrame) -> pl.DataFrame:
     return topics.join(shares, on="topic_id", how="left").sort("topic_id")
 
 
-def build(table: pl.DataFrame, topics: pl.DataFrame, cfg: ExportConfig) -> dict[str, pl.DataFrame]:
-    comments = comments_table(table)
+def build(table: pl.DataFrame, topics: pl.DataFrame, cfg: ExportConfig,
+          decided: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    comments = comments_table(table, decided)
     queue = review_queue(comments)
     return {"comments": comments, "review_queue": queue, "review_queue_csv": review_queue_csv(queue),
             "topics": topics_table(topics, comments)}

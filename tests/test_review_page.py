@@ -1,0 +1,129 @@
+"""The review page as a moderator meets it: opened in headless Chromium (Debian's chromium and
+chromedriver; skipped when absent), and decisions that change the next run."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import PROJECT, write_jsonl
+from pipeline.config import load_config
+from pipeline.runner import Runner
+
+SAMPLE = PROJECT / "samples" / "comments.jsonl"
+
+
+def run(inputs, out, *overrides, decisions=None):
+    return Runner(inputs, out, load_config(None, ["run.progress=false", *overrides]), decisions=decisions).run()
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("page") / "out"
+    run([SAMPLE], out)
+    return out
+
+
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("no chromium/chromedriver found (Debian: apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_page_lists_every_queued_group_filters_and_has_no_console_errors(sample_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    queue = pl.read_parquet(sample_run / "review" / "queue.parquet")
+    assert queue.height >= 2
+    page = sample_run / "review" / "index.html"
+    html = page.read_text(encoding="utf-8")
+    assert "http://" not in html.split("<script>")[0] and "<script src=" not in html  # nothing fetched
+    driver = browser()
+    try:
+        driver.get(page.as_uri())
+        entries = driver.find_elements(By.CSS_SELECTOR, ".entry")
+        assert sorted(e.get_attribute("data-group") for e in entries) == sorted(queue["dup_group"].to_list())
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".plot .main-svg")) >= 4  # plotly drew the plots
+        sizes = dict(zip(queue["dup_group"], queue["dup_group_size"]))
+        for e in entries:
+            assert f"{sizes[e.get_attribute('data-group')]} comment" in e.text
+        category = queue["flagged_categories"][0][0]
+        Select(driver.find_element(By.ID, "f-cat")).select_by_value(category)
+        shown = driver.find_elements(By.CSS_SELECTOR, ".entry")
+        assert shown and all(category in e.get_attribute("data-categories").split() for e in shown)
+        expected = sum(category in cats for cats in queue["flagged_categories"].to_list())
+        assert len(shown) == expected
+        driver.save_screenshot(str(tmp_path / "review_page.png"))
+        shutil.copy(tmp_path / "review_page.png", sample_run / "review" / "screenshot.png")
+        errors = [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+
+
+def test_report_command_rebuilds_the_page_without_recomputing(sample_run):
+    from conftest import run_cli
+
+    page = sample_run / "review" / "index.html"
+    page.unlink()
+    before = (sample_run / "_stages" / "topics.json").stat().st_mtime
+    result = run_cli("report", str(sample_run))
+    assert result.returncode == 0, result.stderr
+    assert page.exists() and (sample_run / "_stages" / "topics.json").stat().st_mtime == before
+
+
+def test_decisions_apply_to_groups_now_and_in_later_batches(tmp_path):
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    day1 = write_jsonl(tmp_path / "day1.jsonl", rows)
+    state = tmp_path / "state"
+    run([day1], tmp_path / "out1", f"run.state_dir={state}")
+    queue = pl.read_parquet(tmp_path / "out1" / "review" / "queue.parquet")
+    assert queue.height >= 2
+    removed, approved = queue["dup_group"][0], queue["dup_group"][1]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("dup_group,decision,note,decided_at\n"
+                         f"{removed},remove,spam campaign,2026-11-26T01:00:00Z\n"
+                         f"{approved},approve,,2026-11-26T01:01:00Z\n", encoding="utf-8")
+    run([day1], tmp_path / "out2", f"run.state_dir={state}", decisions=decisions)
+    comments = pl.read_parquet(tmp_path / "out2" / "comments.parquet")
+    queue2 = pl.read_parquet(tmp_path / "out2" / "review" / "queue.parquet")
+    assert removed not in queue2["dup_group"].to_list() and approved not in queue2["dup_group"].to_list()
+    assert queue2.height == queue.height - 2
+    decided = comments.filter(pl.col("dup_group") == removed)
+    assert decided["decision"].to_list() == ["remove"] * decided.height
+    assert decided["decision_note"][0] == "spam campaign" and decided["decided_at"][0] == "2026-11-26T01:00:00Z"
+    assert set(comments.filter(pl.col("dup_group") == approved)["decision"]) == {"approve"}
+    # A new batch whose comment copies a removed group's text joins it and inherits the decision,
+    # without the decisions file: the state directory keeps it.
+    member_text = comments.filter(pl.col("dup_group") == removed)["text"][0]
+    day2 = write_jsonl(tmp_path / "day2.jsonl", [{"comment_id": "new1", "text": member_text + "!!"},
+                                                  {"comment_id": "new2", "text": "今天天气很好,出去走走"}])
+    run([day2], tmp_path / "out3", f"run.state_dir={state}")
+    new = pl.read_parquet(tmp_path / "out3" / "comments.parquet")
+    assert new.filter(pl.col("comment_id") == "new1")["dup_group"].item() == removed
+    assert new.filter(pl.col("comment_id") == "new1")["decision"].item() == "remove"
+    assert removed not in pl.read_parquet(tmp_path / "out3" / "review" / "queue.parquet")["dup_group"].to_list()
+    assert new.filter(pl.col("comment_id") == "new2")["decision"].item() is None
+
+
+def test_a_bad_decisions_file_names_the_row(tmp_path):
+    from conftest import run_cli
+
+    bad = tmp_path / "d.csv"
+    bad.write_text("dup_group,decision\nabc,delete\n", encoding="utf-8")
+    result = run_cli("run", "--input", str(SAMPLE), "--output", str(tmp_path / "out"), "--decisions", str(bad), "--quiet")
+    assert result.returncode == 2 and "row 2" in result.stderr and "delete" in result.stderr

@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{s['dup_groups']} duplicate groups, {s['topics']} topics, flagged {flagged}, "
           f"{s['review_groups']} groups to review, {time.time() - started:.1f}s -> {args.output}")
     if not args.quiet:
-        print(f"  comments: {args.output / 'comments.parquet'}\n  review:   {args.output / 'review' / 'queue.csv'}\n"
+        print(f"  comments: {args.output / 'comments.parquet'}\n  page:     {args.output / 'review' / 'index.html'}\n  review:   {args.output / 'review' / 'queue.csv'}\n"
               f"  topics:   {args.output / 'topics.parquet'}\n  manifest: {args.output / 'manifest.json'}")
     return EXIT_OK
 

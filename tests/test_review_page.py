@@ -55,6 +55,12 @@ def test_page_lists_every_queued_group_filters_and_has_no_console_errors(sample_
     driver = browser()
     try:
         driver.get(page.as_uri())
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        # A loaded machine can take seconds to parse the inlined plotly.js and draw.
+        WebDriverWait(driver, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".entry")),
+                                        message=f"no queue entry rendered; console: {driver.get_log('browser')}")
         entries = driver.find_elements(By.CSS_SELECTOR, ".entry")
         assert sorted(e.get_attribute("data-group") for e in entries) == sorted(queue["dup_group"].to_list())
         assert len(driver.find_elements(By.CSS_SELECTOR, ".plot .main-svg")) >= 4  # plotly drew the plots

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from pipeline import e5_model
 from pipeline.normalize import normalize_text
-from pipeline.offence_encoder import MAX_TOKENS, PREFIX
+from pipeline.offence_encoder import MAX_TOKENS, PREFIX, own_split, training_texts
 
 
 def main() -> None:
@@ -32,23 +32,18 @@ def main() -> None:
                     help="the project's own labelled CSVs (id, text, abusive, hate): even-numbered ids train, odd ones are held out")
     args = ap.parse_args()
 
-    cold_train = pl.read_csv(args.cold / "train.csv", columns=["TEXT", "label"])
-    cold_dev = pl.read_csv(args.cold / "dev.csv", columns=["TEXT", "label"])
+    train_x, train_y, dev, _ = training_texts(args.cold, [])
     swsr = pl.read_csv(args.swsr / "SexComment.csv", columns=["comment_text", "label"])
-    train_x = [normalize_text(t) for t in cold_train["TEXT"].to_list()]
-    seen = set(train_x)
-    dev = [(normalize_text(t), y) for t, y in zip(cold_dev["TEXT"].to_list(), cold_dev["label"].to_list())]
-    dev = [(t, y) for t, y in dev if t not in seen]  # COLD's dev repeats some train rows
     sw_x = [normalize_text(t) for t in swsr["comment_text"].to_list()]
     texts = train_x + [t for t, _ in dev] + sw_x
-    labels = cold_train["label"].to_list() + [y for _, y in dev] + swsr["label"].to_list()
+    labels = train_y + [y for _, y in dev] + swsr["label"].to_list()
     source = [0] * len(train_x) + [1] * len(dev) + [2] * len(sw_x)  # 0 train 1 dev 2 swsr 3/4 own train/held out
     for path in args.extra:
         own = pl.read_csv(path)
         for row in own.iter_rows(named=True):
             texts.append(normalize_text(row["text"]))
             labels.append(int(row["abusive"] or row["hate"]))
-            source.append(3 if int(row["id"][1:]) % 2 == 0 else 4)
+            source.append(3 if own_split(row["id"]) == "train" else 4)
     labels, source = np.array(labels, np.int8), np.array(source, np.int8)
 
     st = e5_model.load_sentence_transformer(e5_model.default_cache_dir())

@@ -274,21 +274,11 @@ def own_split(row_id: str) -> str:
     return "train" if int(row_id[1:]) % 2 == 0 else "heldout"
 
 
-def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
-                  epochs: int = 3, top_layers: int = 4, own_repeat: int = 6, limit: int = 0, seed: int = 0,
-                  log=print) -> dict:
-    """Fine-tune the top layers and head on COLD train plus the even half of the project's own sets
-    (repeated `own_repeat` times), choose the epoch and threshold on COLD dev without train texts,
-    and write `top_layers.safetensors` and `model.json` to `out_dir`. A GPU takes about 2 minutes;
-    two CPU cores take hours (`limit` trains on that many rows only, for a smoke test)."""
+def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], list[int], list[tuple[str, int]], list[tuple[str, int]]]:
+    """Normalised (COLD train texts, labels, COLD dev pairs without train texts, own training pairs).
+    Plain csv, no polars: the GPU bundle script reads its data through this too."""
     import csv
-    import hashlib
 
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer, BertModel
-
-    from pipeline import e5_model
-    from pipeline.fileio import replace_dir
     from pipeline.normalize import normalize_text
 
     def read_csv(path: Path) -> list[dict]:
@@ -303,6 +293,25 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     dev = [(t, y) for t, y in dev if t not in seen]  # COLD's dev repeats some train rows
     own = [(normalize_text(r["text"]), int(r["abusive"]) | int(r["hate"]))
            for path in own_sets for r in read_csv(path) if own_split(r["id"]) == "train"]
+    return train_x, train_y, dev, own
+
+
+def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
+                  epochs: int = 3, top_layers: int = 4, own_repeat: int = 6, limit: int = 0, seed: int = 0,
+                  log=print) -> dict:
+    """Fine-tune the top layers and head on COLD train plus the even half of the project's own sets
+    (repeated `own_repeat` times), choose the epoch and threshold on COLD dev without train texts,
+    and write `top_layers.safetensors` and `model.json` to `out_dir`. A GPU takes about 2 minutes;
+    two CPU cores take hours (`limit` trains on that many rows only, for a smoke test)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, BertModel
+
+    from pipeline import e5_model
+    from pipeline.fileio import replace_dir
+
+    train_x, train_y, dev, own = training_texts(cold_dir, own_sets)
     if limit:
         train_x, train_y, dev = train_x[:limit], train_y[:limit], dev[:limit]
     texts = train_x + [t for t, _ in own] * own_repeat

@@ -128,6 +128,8 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
     print(json.dumps({"offence": metrics}, ensure_ascii=False))
     conspiracy = conspiracy_model.train(args.conspiracy_dev, args.conspiracy_out, seed=args.seed)
     print(json.dumps({"conspiracy": conspiracy}, ensure_ascii=False))
+    ngram = conspiracy_model.train_ngram(args.own, args.conspiracy_out.with_name("conspiracy_ngram"), seed=args.seed)
+    print(json.dumps({"conspiracy_ngram": ngram}, ensure_ascii=False))
     return EXIT_OK
 
 

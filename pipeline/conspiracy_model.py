@@ -127,3 +127,44 @@ def _best_threshold(y: np.ndarray, score: np.ndarray) -> dict:
     options = [at(t) for t in np.arange(0.30, 0.96, 0.025)]
     within = [m for m in options if m["clean_flagged"] <= MAX_CLEAN_FLAGGED] or options[-1:]
     return {"at_0.5": at(0.5), "best": max(within, key=lambda m: (m["f1"], m["threshold"]))}
+
+
+def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
+    """Character 1-3-gram TF-IDF + logistic regression on the project's own labelled sets (every
+    row; `conspiracy` column), in the offence model's file format. Cross-validated first (5 folds):
+    the rules plus this model, recalibrated to `flag.conspiracy_ngram_prior`, at threshold 0.5."""
+    from scipy.special import expit, logit
+    from sklearn.model_selection import StratifiedKFold
+
+    from pipeline import offence_model
+    from pipeline.config import FlagConfig
+    from pipeline.normalize import normalize_text
+    from pipeline.stages import flag
+
+    frames = [pl.read_csv(p, infer_schema_length=0).select("text", "conspiracy") for p in own_csvs]
+    data = pl.concat(frames)
+    texts = [normalize_text(t) for t in data["text"].to_list()]
+    y = data["conspiracy"].cast(pl.Int64).to_numpy()
+    rules = np.array([r["score_conspiracy"] for r in flag.rule_scores(texts, flag.models_dir_of(FlagConfig()))])
+    oof = np.zeros(len(y))
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(texts, y):
+        vec, clf = offence_model.fit_sklearn([texts[i] for i in tr], y[tr], ngram_range=(1, 3), C=4.0, seed=seed)
+        oof[te] = clf.predict_proba(vec.transform([texts[i] for i in te]))[:, 1]
+    rate = float(y.mean())
+    cv = {}
+    for prior in (0.1, 0.2, 0.3, 0.5):
+        p = expit(logit(np.clip(oof, 1e-6, 1 - 1e-6)) + logit(prior) - logit(rate))
+        flagged = (1 - (1 - rules) * (1 - p)) >= 0.5
+        tp = int((flagged & (y == 1)).sum())
+        prec, rec = tp / max(int(flagged.sum()), 1), tp / max(int(y.sum()), 1)
+        cv[str(prior)] = {"precision": round(prec, 3), "recall": round(rec, 3),
+                          "f1": round(2 * prec * rec / max(prec + rec, 1e-9), 3),
+                          "clean_flagged": round(float(flagged[y == 0].mean()), 4)}
+    vec, clf = offence_model.fit_sklearn(texts, y, ngram_range=(1, 3), C=4.0, seed=seed)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    offence_model.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim",
+                             training={"data": [p.name for p in own_csvs], "rows": len(y), "positives": int(y.sum()),
+                                       "cross_validated": {"folds": 5, "seed": seed, "rules_plus_model_by_prior": cv}})
+    replace_dir(tmp, out_dir)
+    return {"rows": len(y), "positives": int(y.sum()), "cv_by_prior": cv}

@@ -130,7 +130,8 @@ def _sha256(path: Path) -> str:
 
 
 def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, threshold: float,
-               train_positive_rate: float, training: dict | None = None) -> Path:
+               train_positive_rate: float, training: dict | None = None,
+               predicts: str = "probability that a comment is offensive (COLD label 1)") -> Path:
     """Write vocab.parquet and model.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     terms = vec.get_feature_names_out().tolist()
@@ -144,7 +145,7 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": "char-ngram tf-idf + logistic regression",
-        "predicts": "probability that a comment is offensive (COLD label 1)",
+        "predicts": predicts,
         "input": "text normalised by pipeline.normalize.normalize_text",
         "analyzer": "char",
         "ngram_range": list(vec.ngram_range),

@@ -15,7 +15,9 @@ The offence probability blends two models by a logistic regression fitted on COL
 - hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.25 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
   logistic regression on the comment's e5 embedding, trained on the project's own labelled set
-  (models/conspiracy); at the default 0.5 the model lifts a weak rule match but cannot flag alone
+  (models/conspiracy; at the default 0.5 it lifts a weak rule match but cannot flag alone)  (+)  a
+  character n-gram model trained on the project's own sets (models/conspiracy_ngram), recalibrated
+  to `flag.conspiracy_ngram_prior`
 Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
 """
 from __future__ import annotations
@@ -55,6 +57,8 @@ def load_resources(models_dir: Path):
     return {
         "offence": OffenceModel.load(models_dir / "offence"),
         "conspiracy_head": ConspiracyHead.load(models_dir / "conspiracy"),
+        # Same file format and class as the offence n-gram model, trained on the project's own sets.
+        "conspiracy_ngram": OffenceModel.load(models_dir / "conspiracy_ngram"),
         # Insults and slurs are also found when written as homophones (傻币 for 傻逼).
         "insults": load_lexicon(models_dir / "lexicons" / "insults.txt", match_by_sound=True),
         "slurs": load_lexicon(models_dir / "lexicons" / "slurs.txt", match_by_sound=True),
@@ -113,10 +117,13 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
     probs, parts = offence_probabilities(texts_norm, cfg, cache_dir)
     head = res["conspiracy_head"]
     head_probs = head.predict_proba(vectors)
+    ngram_c = res["conspiracy_ngram"]
+    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba(texts_norm), 1e-6, 1 - 1e-6))
+                          + logit(cfg.conspiracy_ngram_prior) - logit(ngram_c.train_positive_rate))
     nearest, nearest_sim = head.nearest(vectors)
     out = []
-    for i, (text, p, rules_row, hp, ex, sim) in enumerate(zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
-                                                              head_probs, nearest, nearest_sim)):
+    for i, (text, p, rules_row, hp, ex, sim, cp) in enumerate(zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
+                                                                  head_probs, nearest, nearest_sim, ngram_c_probs)):
         key = match_key(text)
         # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
         # an insult), but its character n-grams would still score them.
@@ -138,12 +145,14 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
-            "score_conspiracy": 1 - (1 - rules_row["score_conspiracy"]) * (1 - model_weight * float(hp)),
+            "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * float(hp), float(cp)]),
             "evidence_abuse": insult_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
                              + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
-                [f"model conspiracy p={hp:.2f}, nearest example '{ex}' (cos {sim:.2f})"] if hp >= 0.3 else []),
+                [f"model conspiracy p={hp:.2f}, nearest example '{ex}' (cos {sim:.2f})"] if hp >= 0.3 else []) + (
+                [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in ngram_c.top_terms(text, 3)) + ")"]
+                if cp >= 0.3 else []),
             "score_offence_model": p,
         }
         out.append(row)
@@ -181,7 +190,7 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
 def resources_fingerprint(cfg: FlagConfig) -> str:
     """Retraining the model or editing a lexicon or rule must rerun the stage."""
     root = models_dir_of(cfg)
-    files = [root / "offence" / "model.json", root / "offence_encoder" / "model.json", root / "conspiracy" / "head.json", *sorted((root / "lexicons").glob("*.txt")),
+    files = [root / "offence" / "model.json", root / "offence_encoder" / "model.json", root / "conspiracy" / "head.json", root / "conspiracy_ngram" / "model.json", *sorted((root / "lexicons").glob("*.txt")),
              *sorted((root / "rules").glob("*.yaml"))]
     h = hashlib.sha256()
     for f in files:

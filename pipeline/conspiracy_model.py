@@ -141,11 +141,15 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     from pipeline.normalize import normalize_text
     from pipeline.stages import flag
 
+    from pipeline.match_key import match_key
+
     frames = [pl.read_csv(p, infer_schema_length=0).select("text", "conspiracy") for p in own_csvs]
     data = pl.concat(frames)
-    texts = [normalize_text(t) for t in data["text"].to_list()]
+    norm = [normalize_text(t) for t in data["text"].to_list()]
+    # It reads the matching key, like the rules: punctuation and spacing are no evidence of a claim.
+    texts = [match_key(t) for t in norm]
     y = data["conspiracy"].cast(pl.Int64).to_numpy()
-    rules = np.array([r["score_conspiracy"] for r in flag.rule_scores(texts, flag.models_dir_of(FlagConfig()))])
+    rules = np.array([r["score_conspiracy"] for r in flag.rule_scores(norm, flag.models_dir_of(FlagConfig()))])
     oof = np.zeros(len(y))
     for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(texts, y):
         vec, clf = offence_model.fit_sklearn([texts[i] for i in tr], y[tr], ngram_range=(1, 3), C=4.0, seed=seed)
@@ -163,7 +167,7 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     vec, clf = offence_model.fit_sklearn(texts, y, ngram_range=(1, 3), C=4.0, seed=seed)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    offence_model.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim",
+    offence_model.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim (input: pipeline.match_key.match_key of the normalised text)",
                              training={"data": [p.name for p in own_csvs], "rows": len(y), "positives": int(y.sum()),
                                        "cross_validated": {"folds": 5, "seed": seed, "rules_plus_model_by_prior": cv}})
     replace_dir(tmp, out_dir)

@@ -118,7 +118,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
     head = res["conspiracy_head"]
     head_probs = head.predict_proba(vectors)
     ngram_c = res["conspiracy_ngram"]
-    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba(texts_norm), 1e-6, 1 - 1e-6))
+    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba([match_key(t) for t in texts_norm]), 1e-6, 1 - 1e-6))
                           + logit(cfg.conspiracy_ngram_prior) - logit(ngram_c.train_positive_rate))
     nearest, nearest_sim = head.nearest(vectors)
     out = []
@@ -151,7 +151,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
                              + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
                 [f"model conspiracy p={hp:.2f}, nearest example '{ex}' (cos {sim:.2f})"] if hp >= 0.3 else []) + (
-                [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in ngram_c.top_terms(text, 3)) + ")"]
+                [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in ngram_c.top_terms(match_key(text), 3)) + ")"]
                 if cp >= 0.3 else []),
             "score_offence_model": p,
         }

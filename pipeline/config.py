@@ -58,7 +58,7 @@ class TopicsConfig(Section):
     umap_neighbors: int = Field(30, ge=2, description="UMAP n_neighbors (capped at n_representatives - 1).")
     umap_components: int = Field(5, ge=2, description="UMAP output dimensions that HDBSCAN clusters.")
     umap_min_dist: float = Field(0.0, ge=0, description="UMAP min_dist; 0 packs clusters tightly for HDBSCAN.")
-    max_topic_share: float = Field(0.15, gt=0, le=1, description="HDBSCAN picks no cluster holding more than this share of the fitted representatives (at least 2 x min_cluster_size) when it can split it; 1 = no cap.")
+    max_topic_share: float = Field(0.15, gt=0, le=1, description="On batches of 1,000+ representatives, HDBSCAN picks no cluster holding more than this share of them (at least 2 x min_cluster_size); 1 = no cap.")
     outlier_min_similarity: float = Field(0.85, ge=-1, le=1, description="An outlier joins the nearest topic centroid when cosine similarity is at least this.")
     n_keywords: int = Field(8, ge=1, description="Keywords kept per topic.")
     label_keywords: int = Field(3, ge=1, description="Keywords in a topic label.")

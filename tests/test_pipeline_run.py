@@ -198,20 +198,34 @@ def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finish
     assert not list(out.rglob("*.tmp")) and not (out / ".lock").exists()
 
 
+THEMES = {
+    "food": ["这家火锅店的毛肚很新鲜,汤底也香", "楼下新开的面馆牛肉面分量足", "周末去吃了烤鸭,皮脆肉嫩",
+             "这家奶茶太甜了,下次要少糖", "小龙虾麻辣味的最好吃", "早餐店的豆浆油条很地道",
+             "川菜馆的水煮鱼辣得过瘾", "外卖的饺子皮太厚了,馅很少"],
+    "football": ["昨晚的比赛前锋连进两球太精彩了", "门将扑出点球,全场沸腾", "主教练换人太晚,输球了",
+                 "这个赛季联赛积分榜竞争激烈", "中场组织太差,传球总是失误", "客场逼平强队已经不错了",
+                 "裁判吹了一个有争议的点球", "后卫防守站位失误丢了球"],
+    "phones": ["新手机的电池续航一整天没问题", "这款手机拍照夜景效果很好", "系统更新以后手机发热严重",
+               "屏幕刷新率高,打游戏很流畅", "充电速度快,半小时充满", "手机信号在电梯里很差",
+               "摄像头升级了,人像模式更自然", "这个价位的手机性价比很高"],
+}
+
+
 def test_a_second_batch_keeps_the_saved_topic_ids(tmp_path):
-    """Batch one fits topics and saves them; batch two (other comments, copies of batch one's, and
-    `--topics-from` in a fresh run) is assigned to them: same ids, same labels, no refit."""
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    """Batch one fits topics and saves them; batch two (reworded copies of batch one's comments)
+    is assigned to them, with the state directory or with `topics.model_from` in a fresh run:
+    same ids, same labels, no refit."""
+    rows = [{"comment_id": f"{theme}{i}", "text": t} for theme, texts in THEMES.items() for i, t in enumerate(texts)]
     day1 = write_jsonl(tmp_path / "day1.jsonl", rows)
     state = tmp_path / "state"
-    run([day1], tmp_path / "out1", f"run.state_dir={state}", "topics.min_comments=4", "topics.min_cluster_size=3")
+    small = ("topics.min_comments=4", "topics.min_cluster_size=3")
+    run([day1], tmp_path / "out1", f"run.state_dir={state}", *small)
     one = pl.read_parquet(tmp_path / "out1" / "comments.parquet")
     assert (state / "topic_model.parquet").exists() and one["topic_id"].max() >= 1
-    # Day two repeats some of day one's comments, reworded by a character, among new ones.
     repeats = [{"comment_id": f"r{i}", "text": r["text"] + "!"} for i, r in enumerate(rows[::3])]
     day2 = write_jsonl(tmp_path / "day2.jsonl", repeats)
-    for out, extra in (("out2", [f"run.state_dir={state}"]), ("out3", [f"topics.model_from={state}"])):
-        manifest = run([day2], tmp_path / out, "topics.min_comments=4", "topics.min_cluster_size=3", *extra)
+    for out, extra in (("out2", f"run.state_dir={state}"), ("out3", f"topics.model_from={state}")):
+        manifest = run([day2], tmp_path / out, *small, extra)
         topics_facts = next(s for s in manifest["stages"] if s["name"] == "topics")["facts"]
         assert topics_facts["topic_model"] == "assigned"
         two = pl.read_parquet(tmp_path / out / "comments.parquet")
@@ -220,7 +234,7 @@ def test_a_second_batch_keeps_the_saved_topic_ids(tmp_path):
             assert got == before[r["text"]], r["text"]
         labels_one = dict(zip(one["topic_id"].to_list(), one["topic_label"].to_list()))
         assert all(labels_one[t] == lab for t, lab in zip(two["topic_id"].to_list(), two["topic_label"].to_list()))
-    refit = run([day2], tmp_path / "out4", f"run.state_dir={state}", "topics.refit=true", "topics.min_comments=4", "topics.min_cluster_size=3")
+    refit = run([day2], tmp_path / "out4", f"run.state_dir={state}", "topics.refit=true", *small)
     assert next(s for s in refit["stages"] if s["name"] == "topics")["facts"]["topic_model"] == "fitted"
 
 

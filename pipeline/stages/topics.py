@@ -24,6 +24,7 @@ from pipeline.keywords import ctfidf
 from pipeline.stage import Stage, StageContext
 
 NO_TOPIC_LABEL = "(no topic)"
+MIN_REPS_FOR_TOPIC_CAP = 1000
 MODEL = "topic_model"
 MODEL_SCHEMA = {"topic_id": pl.Int64, "centroid": pl.List(pl.Float32), "topic_label": pl.String,
                 "keywords": pl.List(pl.String), "keyword_weights": pl.List(pl.Float64), "n_groups_fitted": pl.Int64}
@@ -60,7 +61,10 @@ def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarr
         reduced = reducer.fit_transform(vectors)
     # Capping a topic's share keeps HDBSCAN's excess-of-mass selection from picking two or three
     # super-clusters over the real topics (seen on product reviews: 10 categories -> 4 topics).
-    max_size = 0 if cfg.max_topic_share >= 1 else max(2 * mcs, int(cfg.max_topic_share * n))
+    # Only on large batches: on a small thread the cap can leave HDBSCAN no cluster it may pick
+    # (24 comments in 3 themes of 8 all became outliers), and there the collapse was never seen.
+    capped = cfg.max_topic_share < 1 and n >= MIN_REPS_FOR_TOPIC_CAP
+    max_size = max(2 * mcs, int(cfg.max_topic_share * n)) if capped else 0
     clusterer = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=cfg.min_samples or auto_min_samples(mcs),
                                 max_cluster_size=max_size, metric="euclidean")
     labels = clusterer.fit_predict(reduced).astype(np.int64)

@@ -150,11 +150,14 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
                              + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
-                [f"model conspiracy p={hp:.2f}, nearest example '{ex}' (cos {sim:.2f})"] if hp >= 0.3 else []) + (
                 [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in ngram_c.top_terms(match_key(text), 3)) + ")"]
                 if cp >= 0.3 else []),
             "score_offence_model": p,
         }
+        if row["score_conspiracy"] >= 0.3:
+            # Context for the moderator, whether or not the head's score counts (conspiracy_model_weight).
+            row["evidence_conspiracy"].append(
+                f"nearest labelled conspiracy example '{ex}' (cos {sim:.2f}; embedding head p={hp:.2f})")
         out.append(row)
     return out
 

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="log lines as JSON objects")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    train = sub.add_parser("train-flags", help="train the offence model shipped in models/offence")
+    train = sub.add_parser("train-flags", help="retrain the flag models in models/: offence n-grams and the conspiracy models (--encoder: the fine-tuned offence encoder)")
     shared = Path(__file__).resolve().parents[2] / "shared" / "datasets"
     train.add_argument("--cold", type=Path, default=shared / "cold", help="COLD directory (train.csv, dev.csv)")
     train.add_argument("--swsr", type=Path, default=shared / "swsr", help="SWSR directory (SexComment.csv)")

@@ -75,14 +75,10 @@ def assign_outliers(vectors: np.ndarray, labels: np.ndarray, min_similarity: flo
     topics = sorted(set(labels.tolist()) - {-1})
     if not topics or (labels >= 0).all():
         return labels
-    centroids = np.stack([vectors[labels == t].mean(axis=0) for t in topics])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     out = labels.copy()
     idx = np.where(labels == -1)[0]
-    sims = vectors[idx] @ centroids.T
-    best = sims.argmax(axis=1)
-    close = sims[np.arange(len(idx)), best] >= min_similarity
-    out[idx[close]] = np.array(topics)[best[close]]
+    out[idx] = nearest_topic(vectors[idx], centroids_of(vectors, labels, topics), np.array(topics, dtype=np.int64),
+                             min_similarity)
     return out
 
 

@@ -45,9 +45,13 @@ class ConspiracyHead:
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         return expit(vectors.astype(np.float64) @ self.coef + self.intercept)
 
-    def nearest(self, vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """The most similar labelled conspiracy example of each vector, and its cosine."""
-        sims = vectors @ self.example_vectors.T
+    def nearest(self, vectors: np.ndarray, example_vectors: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+        """The most similar labelled conspiracy example of each vector, and its cosine.
+        `example_vectors`: the examples embedded by the model that made `vectors`, when that is not
+        the e5 model the head was trained with."""
+        if len(vectors) == 0:
+            return [], np.zeros(0, np.float32)
+        sims = vectors @ (self.example_vectors if example_vectors is None else example_vectors).T
         best = sims.argmax(axis=1)
         return [self.examples[i] for i in best], sims[np.arange(len(vectors)), best]
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from pipeline.match_key import match_key, sound_key
@@ -27,21 +28,40 @@ class Lexicon:
     # ordinary word shares, so "傻币" finds 傻逼 but "出生" never finds 畜生.
     by_sound: dict[str, str] = field(default_factory=dict)
 
+    @cached_property
+    def _terms_longest_first(self) -> list[str]:
+        # Longest terms first so that "臭不要脸" is reported rather than also "不要脸".
+        return sorted(self.weights, key=lambda t: (-len(t), t))
+
+    @cached_property
+    def _sounds_longest_first(self) -> list[tuple[str, str]]:
+        return sorted(self.by_sound.items(), key=lambda ft: (-len(ft[0]), ft[0]))
+
     def matches(self, key: str) -> list[tuple[str, float]]:
         """(term, weight) found in a matching key; a homophone spelling is reported as
         "term (as 'spelling')"."""
-        # Longest terms first so that "臭不要脸" is reported rather than also "不要脸".
         found: list[tuple[str, float]] = []
-        for term in sorted(self.weights, key=lambda t: (-len(t), t)):
+        for term in self._terms_longest_first:
             if term in key and not any(term in f for f, _ in found):
                 found.append((term, self.weights[term]))
         if self.by_sound:
             sound = sound_key(key)
-            for form, term in sorted(self.by_sound.items(), key=lambda ft: (-len(ft[0]), ft[0])):
+            for form, term in self._sounds_longest_first:
                 at = sound.find(form)
                 if at >= 0 and not any(term in f for f, _ in found):
                     found.append((f"{term} (as '{key[at:at + len(form)]}')", self.weights[term]))
         return found
+
+    def matches_many(self, keys: list[str]) -> list[list[tuple[str, float]]]:
+        """`matches` of every key. Most comments match nothing, so an Aho-Corasick pass in polars
+        (over the terms and their sound forms) picks the few that `matches` needs to look at."""
+        if not keys or not self.weights:
+            return [[] for _ in keys]
+        hit = pl.Series(keys, dtype=pl.String).str.contains_any(list(self.weights))
+        if self.by_sound:
+            sounds = pl.Series([sound_key(k) for k in keys], dtype=pl.String)
+            hit = hit | sounds.str.contains_any(list(self.by_sound))
+        return [self.matches(k) if h else [] for k, h in zip(keys, hit.to_list())]
 
 
 # jieba gives its rarest entries frequency 3; from 10 up a word is something people really write.
@@ -87,6 +107,26 @@ def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
             if sound_safe(t, set(weights)):
                 by_sound.setdefault(sound_key(t), t)
     return Lexicon(path.stem, weights, by_sound)
+
+
+def rule_matches(rules: list[Rule], keys: list[str]) -> list[list[tuple[Rule, str]]]:
+    """(rule, matched span) of every rule that matches each key, in rule order.
+
+    Each rule first scans all keys at once with polars' regex engine; Python's `re` then confirms
+    the hits and finds the span. Patterns polars cannot compile (look-arounds) run in Python."""
+    found: list[list[tuple[Rule, str]]] = [[] for _ in keys]
+    if not keys:
+        return found
+    series = pl.Series(keys, dtype=pl.String)
+    for rule in rules:
+        try:
+            candidates = series.str.contains(rule.pattern.pattern).arg_true().to_list()
+        except pl.exceptions.ComputeError:
+            candidates = range(len(keys))
+        for i in candidates:
+            if m := rule.pattern.search(keys[i]):
+                found[i].append((rule, m.group(0)))
+    return found
 
 
 def load_rules(path: Path) -> list[Rule]:

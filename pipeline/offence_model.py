@@ -210,6 +210,10 @@ class OffenceModel:
                    # model.json holds the vocab's sha256, so its own hash names the whole model.
                    version=hashlib.sha256(raw).hexdigest()[:12])
 
+    def tfidf(self, texts_norm: list[str]):
+        """The TF-IDF rows of the texts, for `decision_function` and `top_terms_many` to share."""
+        return self._tfidf(texts_norm)
+
     def _tfidf(self, texts_norm: list[str]):
         X = self._counter.transform(texts_norm).tocsr()
         np.log(X.data, out=X.data)
@@ -217,15 +221,15 @@ class OffenceModel:
         X.data *= self.idf[X.indices]
         return normalize(X, norm="l2", copy=False)
 
-    def decision_function(self, texts_norm: list[str]) -> np.ndarray:
-        """Log-odds of offensive."""
+    def decision_function(self, texts_norm: list[str], X=None) -> np.ndarray:
+        """Log-odds of offensive. `X`: their `tfidf` rows when already computed."""
         if not texts_norm:
             return np.zeros(0, dtype=np.float64)
-        return self._tfidf(texts_norm) @ self.coef + self.intercept
+        return (self._tfidf(texts_norm) if X is None else X) @ self.coef + self.intercept
 
-    def predict_proba(self, texts_norm: list[str]) -> np.ndarray:
+    def predict_proba(self, texts_norm: list[str], X=None) -> np.ndarray:
         """Probability that each text is offensive, in [0, 1]."""
-        return expit(self.decision_function(texts_norm))
+        return expit(self.decision_function(texts_norm, X))
 
     def top_terms(self, text_norm: str, k: int = 5) -> list[tuple[str, float]]:
         """The n-grams of this text that raised its log-odds most, with their contributions.
@@ -233,17 +237,28 @@ class OffenceModel:
         An n-gram inside one already listed ("傻" after "傻逼") is skipped: it repeats the same evidence.
         Terms are lower-cased as the model saw them.
         """
-        row = self._tfidf([text_norm])
-        contrib = row.data * self.coef[row.indices]
-        order = sorted(range(len(contrib)), key=lambda i: (-contrib[i], self.terms[row.indices[i]]))
-        out: list[tuple[str, float]] = []
-        for i in order:
-            if len(out) >= k or contrib[i] <= 0:
-                break
-            term = self.terms[row.indices[i]]
-            if not term.strip() or any(term in t for t, _ in out):
-                continue
-            out.append((term, float(contrib[i])))
+        return self.top_terms_many([text_norm], k)[0]
+
+    def top_terms_many(self, texts_norm: list[str], k: int = 5, X=None, rows=None) -> list[list[tuple[str, float]]]:
+        """`top_terms` of each text (or of `rows` of their `tfidf` matrix `X`), in one pass."""
+        if X is None:
+            if not texts_norm:
+                return []
+            X = self._tfidf(texts_norm)
+        out = []
+        for r in (range(X.shape[0]) if rows is None else rows):
+            indices = X.indices[X.indptr[r]:X.indptr[r + 1]]
+            contrib = X.data[X.indptr[r]:X.indptr[r + 1]] * self.coef[indices]
+            order = sorted(range(len(contrib)), key=lambda i: (-contrib[i], self.terms[indices[i]]))
+            terms: list[tuple[str, float]] = []
+            for i in order:
+                if len(terms) >= k or contrib[i] <= 0:
+                    break
+                term = self.terms[indices[i]]
+                if not term.strip() or any(term in t for t, _ in terms):
+                    continue
+                terms.append((term, float(contrib[i])))
+            out.append(terms)
         return out
 
 

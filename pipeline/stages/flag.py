@@ -32,7 +32,7 @@ from scipy.special import expit, logit
 
 from pipeline.config import PROJECT_ROOT, FlagConfig
 from pipeline.keywords import WORDLIKE
-from pipeline.flag_rules import load_lexicon, load_rules, noisy_or
+from pipeline.flag_rules import load_lexicon, load_rules, noisy_or, rule_matches
 from pipeline.match_key import match_key
 from pipeline.stage import Stage, StageContext
 
@@ -68,7 +68,8 @@ def load_resources(models_dir: Path):
     }
 
 
-def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Path | None) -> tuple[np.ndarray, dict]:
+def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Path | None,
+                          encoder_logits: np.ndarray | None = None, X=None) -> tuple[np.ndarray, dict]:
     """The blended offence probability, moved from its training prior to the platform's base rate,
     and each model's own probability (for the evidence).
 
@@ -77,11 +78,13 @@ def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Pat
     """
     models_dir = models_dir_of(cfg)
     ngram = load_resources(models_dir)["offence"]
-    parts = {"ngram": np.clip(ngram.predict_proba(texts_norm), 1e-6, 1 - 1e-6)}
+    parts = {"ngram": np.clip(ngram.predict_proba(texts_norm, X), 1e-6, 1 - 1e-6)}
     if cfg.offence_model == "ngram":
         log_odds = logit(parts["ngram"])
     else:
-        parts["encoder"] = np.clip(load_encoder(models_dir, cache_dir).predict_proba(texts_norm), 1e-6, 1 - 1e-6)
+        if encoder_logits is None:  # not already computed alongside the embeddings
+            encoder_logits = load_encoder(models_dir, cache_dir).logits(texts_norm)
+        parts["encoder"] = np.clip(expit(encoder_logits), 1e-6, 1 - 1e-6)
         if cfg.offence_model == "encoder":
             log_odds = logit(parts["encoder"])
         else:
@@ -99,43 +102,62 @@ def conspiracy_rules(models_dir: Path):
 
 def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
     """The conspiracy rules alone: their noisy-OR score and the rules that matched."""
-    rules = conspiracy_rules(models_dir)
-    out = []
-    for text in texts_norm:
-        key = match_key(text)
-        hits = [(r, m.group(0)) for r in rules if (m := r.pattern.search(key))]
-        out.append({"score_conspiracy": noisy_or([r.weight for r, _ in hits]),
-                    "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]})
-    return out
+    hits = rule_matches(conspiracy_rules(models_dir), [match_key(t) for t in texts_norm])
+    return [_rule_row(h) for h in hits]
 
 
-def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cache_dir: Path | None = None) -> list[dict]:
-    """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}."""
+def _rule_row(hits: list) -> dict:
+    return {"score_conspiracy": noisy_or([r.weight for r, _ in hits]),
+            "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]}
+
+
+# Evidence lines are built only where a score reaches this: below it nobody reads them.
+EVIDENCE_MIN_SCORE = 0.3
+
+
+def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cache_dir: Path | None = None,
+                encoder_logits: np.ndarray | None = None, example_vectors: np.ndarray | None = None) -> list[dict]:
+    """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}.
+
+    Everything per text that can run over all texts at once does (the models, Aho-Corasick for the
+    lexicons, polars regex for the rules); the loop below only assembles scores and evidence.
+    `example_vectors`: the labelled conspiracy examples in the space of `vectors`, when that is
+    not the e5 space the conspiracy head was trained in (the fast, static embedding model).
+    """
     models_dir = models_dir_of(cfg)
     model_weight = cfg.conspiracy_model_weight
     res = load_resources(models_dir)
-    probs, parts = offence_probabilities(texts_norm, cfg, cache_dir)
+    keys = [match_key(t) for t in texts_norm]
+    X_offence = res["offence"].tfidf(texts_norm) if texts_norm else None
+    probs, parts = offence_probabilities(texts_norm, cfg, cache_dir, encoder_logits, X_offence)
     head = res["conspiracy_head"]
-    head_probs = head.predict_proba(vectors)
+    same_space = example_vectors is None
+    head_probs = head.predict_proba(vectors) if same_space else np.zeros(len(texts_norm))
     ngram_c = res["conspiracy_ngram"]
-    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba([match_key(t) for t in texts_norm]), 1e-6, 1 - 1e-6))
+    X_conspiracy = ngram_c.tfidf(keys) if keys else None
+    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba(keys, X_conspiracy), 1e-6, 1 - 1e-6))
                           + logit(cfg.conspiracy_ngram_prior) - logit(ngram_c.train_positive_rate))
-    nearest, nearest_sim = head.nearest(vectors)
+    nearest, nearest_sim = head.nearest(vectors, example_vectors)
+    wordlike = [bool(WORDLIKE.search(k)) for k in keys]
+    # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
+    # an insult), but its character n-grams would still score them.
+    probs = np.where(wordlike, probs, 0.0)
+    rules = rule_matches(conspiracy_rules(models_dir), keys)
+    lexicon_hits = {name: res[name].matches_many(keys) for name in ("groups", "insults", "contempt", "slurs")}
+    explain = np.flatnonzero(probs >= EVIDENCE_MIN_SCORE)
+    offence_terms = dict(zip(explain.tolist(), res["offence"].top_terms_many(texts_norm, 3, X_offence, explain)))
+    explain_c = np.flatnonzero(ngram_c_probs >= EVIDENCE_MIN_SCORE)
+    conspiracy_terms = dict(zip(explain_c.tolist(), ngram_c.top_terms_many(keys, 3, X_conspiracy, explain_c)))
     out = []
-    for i, (text, p, rules_row, hp, ex, sim, cp) in enumerate(zip(texts_norm, probs, rule_scores(texts_norm, models_dir),
-                                                                  head_probs, nearest, nearest_sim, ngram_c_probs)):
-        key = match_key(text)
-        # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
-        # an insult), but its character n-grams would still score them.
-        p = float(p) if WORDLIKE.search(key) else 0.0
-        groups = [t for t, _ in res["groups"].matches(key)]
-        insults = res["insults"].matches(key)
-        contempt = res["contempt"].matches(key)
-        slurs = res["slurs"].matches(key)
+    for i in range(len(texts_norm)):
+        p, hp, cp = float(probs[i]), float(head_probs[i]), float(ngram_c_probs[i])
+        groups = [t for t, _ in lexicon_hits["groups"][i]]
+        insults, contempt, slurs = (lexicon_hits[n][i] for n in ("insults", "contempt", "slurs"))
+        rules_row = _rule_row(rules[i])
         names_group = bool(groups or slurs)
         model_evidence = ""
-        if p >= 0.3:
-            terms = ", ".join(f"{t} +{w:.2f}" for t, w in res["offence"].top_terms(text, 3))
+        if i in offence_terms:
+            terms = ", ".join(f"{t} +{w:.2f}" for t, w in offence_terms[i])
             each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items())
             model_evidence = f"model offence p={p:.2f} ({each}" + (f"; n-grams {terms})" if terms else ")")
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
@@ -145,19 +167,20 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
-            "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * float(hp), float(cp)]),
+            "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * hp, cp]),
             "evidence_abuse": insult_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
                              + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
-                [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in ngram_c.top_terms(match_key(text), 3)) + ")"]
-                if cp >= 0.3 else []),
+                [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in conspiracy_terms[i]) + ")"]
+                if i in conspiracy_terms else []),
             "score_offence_model": p,
         }
-        if row["score_conspiracy"] >= 0.3:
+        if row["score_conspiracy"] >= EVIDENCE_MIN_SCORE:
             # Context for the moderator, whether or not the head's score counts (conspiracy_model_weight).
+            head_note = f"; embedding head p={hp:.2f}" if same_space else ""
             row["evidence_conspiracy"].append(
-                f"nearest labelled conspiracy example '{ex}' (cos {sim:.2f}; embedding head p={hp:.2f})")
+                f"nearest labelled conspiracy example '{nearest[i]}' (cos {nearest_sim[i]:.2f}{head_note})")
         out.append(row)
     return out
 

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", type=Path, help="YAML config (default: configs/default.yaml)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config knob, e.g. --set topics.min_cluster_size=7")
+    run.add_argument("--executor", choices=("local", "ray"), help="where map-like stage work runs (same as --set run.executor=...)")
     run.add_argument("--state-dir", type=Path, help="state kept between batches (same as --set run.state_dir=...)")
     run.add_argument("--decisions", type=Path, help="moderators' decisions (CSV/JSON exported from review/index.html) to apply; kept in the state directory")
     run.add_argument("--topics-from", type=Path, help="assign this batch to the topics saved by another run (its state directory)")
@@ -94,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"topics.model_from={args.topics_from}")
     if args.quiet:
         overrides.append("run.progress=false")
+    if args.executor:
+        overrides.append(f"run.executor={args.executor}")
     cfg = load_config(args.config, overrides)
     started = time.time()
     manifest = Runner(args.input, args.output, cfg, decisions=args.decisions).run()

@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +23,7 @@ import polars as pl
 
 from pipeline import decisions, readers, report
 from pipeline.config import Config, stable_hash
+from pipeline.executor import make_executor
 from pipeline.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet
 from pipeline.lock import DirectoryLock
 from pipeline.stage import Stage, StageContext
@@ -81,8 +82,11 @@ class Runner:
             self._remove_leftover_temp_files()
             input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
                           for p in self._checked_inputs()]
+            executor = locks.enter_context(closing(make_executor(
+                self.cfg.run.executor, self.cfg.run.progress,
+                {"address": self.cfg.run.ray_address, "actors": self.cfg.run.ray_actors})))
             ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
-                               state_dir=state_dir, progress=self.cfg.run.progress)
+                               state_dir=state_dir, progress=self.cfg.run.progress, executor=executor)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
             self._save_state(side)

@@ -25,6 +25,8 @@ class StageContext:
     state_dir: Path | None
     progress: bool = True
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
+    # Where the map-like part of a stage runs (pipeline/executor.py): in this process, or on Ray.
+    executor: Any = None
     # Facts a stage reports for the manifest (model versions, outlier share, ...).
     facts: dict[str, Any] = field(default_factory=dict)
     # Side tables a stage produces besides its main table (e.g. topics), written by the runner.
@@ -32,6 +34,12 @@ class StageContext:
     side_tables: dict[str, pl.DataFrame] = field(default_factory=dict)
     # State from earlier batches (read from the state directory by the runner), by name.
     state: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            from pipeline.executor import LocalExecutor
+
+            self.executor = LocalExecutor(self.progress)
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,34 @@ def lsh_setting(cfg: DedupConfig, seed: int) -> tuple[int, str]:
     return bands, f"minhash{minhash.ALGORITHM_VERSION}/sound/shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}"
 
 
-def band_rows(sounds: list[str], cfg: DedupConfig, seed: int, bands: int) -> np.ndarray:
+def band_rows(sounds: list[str], cfg: DedupConfig, seed: int, bands: int, executor=None) -> np.ndarray:
     if not sounds:
         return np.zeros((0, bands), dtype=np.uint64)
-    sigs = minhash.signatures(sounds, cfg.shingle_size, cfg.num_perm, seed)
-    rows = cfg.num_perm // bands
-    return minhash.band_hashes(np.ascontiguousarray(sigs[:, : bands * rows]), bands)
+    if executor is None:
+        return Signer(cfg, seed, bands).bands(sounds)
+    signed = executor.map_batches(Signer, pl.DataFrame({"sound": sounds}, schema={"sound": pl.String}),
+                                  batch_size=SIGN_BATCH, desc="dedup: MinHash", cfg=cfg, seed=seed, bands=bands)
+    return signed["bands"].to_numpy().astype(np.uint64)
+
+
+SIGN_BATCH = 50000  # keys MinHash-signed per batch
+
+
+class Signer:
+    """Batch function (pipeline/executor.py): LSH band hashes of sound keys."""
+
+    def __init__(self, cfg: DedupConfig, seed: int, bands: int):
+        self.cfg, self.seed, self.bands_n = cfg, seed, bands
+
+    def bands(self, sounds: list[str]) -> np.ndarray:
+        sigs = minhash.signatures(sounds, self.cfg.shingle_size, self.cfg.num_perm, self.seed)
+        rows = self.cfg.num_perm // self.bands_n
+        return minhash.band_hashes(np.ascontiguousarray(sigs[:, : self.bands_n * rows]), self.bands_n)
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        sounds = batch["sound"].to_list()
+        values = self.bands(sounds) if sounds else np.zeros((0, self.bands_n), dtype=np.uint64)
+        return pl.DataFrame({"bands": pl.Series("bands", values, dtype=pl.Array(pl.UInt64, self.bands_n))})
 
 
 def verified_neighbours(new_keys: list[str], new_sounds: list[str], new_bands: np.ndarray,
@@ -128,7 +150,8 @@ def lead(new_keys: list[str], neighbours: pl.DataFrame, existing_reps: set[str])
     return rep_of
 
 
-def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: int) -> tuple[dict[str, str], pl.DataFrame]:
+def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: int,
+           executor=None) -> tuple[dict[str, str], pl.DataFrame]:
     """Representative key of every distinct key, and the new rows for the index."""
     bands, setting = lsh_setting(cfg, seed)
     known: dict[str, str] = {}
@@ -143,12 +166,12 @@ def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: i
         if reps.height and reps["lsh"][0] == setting:
             rep_bands = reps["rep_bands"].explode().to_numpy().astype(np.uint64).reshape(len(rep_keys), bands)
         else:  # the LSH settings changed since the index was written: re-sign its representatives
-            rep_bands = band_rows(rep_sounds, cfg, seed, bands)
+            rep_bands = band_rows(rep_sounds, cfg, seed, bands, executor)
     new = sorted((k for k in keys if k not in known), key=key_order)
     is_long = np.array([len(k) >= cfg.min_chars and not is_fallback(k) for k in new], dtype=bool)
     long_new = [k for k, ok in zip(new, is_long) if ok]
     new_sounds = [sound_key(k) for k in long_new]
-    new_bands = band_rows(new_sounds, cfg, seed, bands)
+    new_bands = band_rows(new_sounds, cfg, seed, bands, executor)
     neighbours = verified_neighbours(long_new, new_sounds, new_bands, rep_keys, rep_sounds, rep_bands, cfg)
     rep_of = {k: k for k in new} | lead(long_new, neighbours, set(rep_keys))
     # Band hashes are kept for long representatives only: the ones a later batch can join.
@@ -168,7 +191,7 @@ def run(table: pl.DataFrame, cfg: DedupConfig, ctx: StageContext) -> pl.DataFram
     distinct = table["text_norm"].unique(maintain_order=True).to_list()
     key_of = {t: match_key(t) for t in distinct}
     keys = [key_of[t] for t in table["text_norm"].to_list()]
-    rep_of, new_rows = assign(set(key_of.values()), index, cfg, ctx.seed)
+    rep_of, new_rows = assign(set(key_of.values()), index, cfg, ctx.seed, ctx.executor)
 
     group_of = {k: group_id(rep_of[k]) for k in set(keys)}
     text_hash = {t: xxhash.xxh3_64_intdigest(t.encode("utf-8")) for t in distinct}

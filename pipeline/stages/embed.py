@@ -9,9 +9,13 @@ from pipeline.embedding_cache import EmbeddingCache, text_hash
 from pipeline.stage import Stage, StageContext
 
 _MODELS: dict = {}
+# Texts per encode call and cache shard. ST sorts each call's texts by length, so larger chunks pad
+# less; 8192 keeps that benefit and bounds what a killed run loses.
+CHUNK_ROWS = 8192
+DIM = 384
 
 
-def load_model(cfg: EmbedConfig, ctx: StageContext):
+def load_model(cfg: EmbedConfig, cache_dir, progress: bool = False):
     """The model is loaded once per process (it takes seconds) and reused by later calls."""
     import torch
 
@@ -19,22 +23,42 @@ def load_model(cfg: EmbedConfig, ctx: StageContext):
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if not ctx.progress:
+    if not progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in scheduler logs
-    key = (str(ctx.cache_dir), cfg.max_seq_length)
+    key = (str(cache_dir), cfg.max_seq_length)
     if key not in _MODELS:
-        model = e5_model.load_sentence_transformer(ctx.cache_dir)
+        model = e5_model.load_sentence_transformer(cache_dir)
         model.max_seq_length = cfg.max_seq_length
         _MODELS[key] = model
     return _MODELS[key]
+
+
+class Encoder:
+    """Batch function (pipeline/executor.py): vectors of `text` rows, stored in the cache as they
+    are made, so a killed run keeps every finished batch."""
+
+    def __init__(self, cfg: EmbedConfig, cache_dir, progress: bool = False):
+        self.cfg, self.model = cfg, load_model(cfg, cache_dir, progress)
+        self.cache = EmbeddingCache(cache_dir, model_id(cfg))
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        vectors = encode(self.model, batch["text"].to_list(), self.cfg) if batch.height else np.zeros((0, DIM), np.float32)
+        self.cache.store(batch["text_hash"].to_list(), vectors)
+        return pl.DataFrame({"vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))})
 
 
 def model_id(cfg: EmbedConfig) -> str:
     from pipeline import e5_model
 
     return f"{e5_model.MODEL_ID}/{cfg.prompt_name}/len{cfg.max_seq_length}"
+
+
+def encode(model, texts: list[str], cfg: EmbedConfig) -> np.ndarray:
+    """Unit-length float32 vectors of the texts (no cache)."""
+    return model.encode(texts, prompt_name=cfg.prompt_name, batch_size=cfg.batch_size, normalize_embeddings=True,
+                        show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
 
 
 def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFrame:
@@ -47,14 +71,12 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     ctx.log.info("embed: %d rows, %d distinct texts, %d cached, %d to encode",
                  len(texts), len(distinct), len(distinct) - len(todo), len(todo))
     if todo:
-        model = load_model(cfg, ctx)
-        new = model.encode([distinct[h] for h in todo], prompt_name=cfg.prompt_name,
-                           batch_size=cfg.batch_size, normalize_embeddings=True,
-                           show_progress_bar=ctx.progress, convert_to_numpy=True).astype(np.float32)
-        cache.store(todo, new)
+        batch = pl.DataFrame({"text_hash": pl.Series(todo, dtype=pl.UInt64), "text": [distinct[h] for h in todo]})
+        new = ctx.executor.map_batches(Encoder, batch, batch_size=CHUNK_ROWS, desc="embed",
+                                       cfg=cfg, cache_dir=ctx.cache_dir)["vector"].to_numpy()
         vectors.update(zip(todo, new))
     ctx.facts.update(embed_model=model_id(cfg), distinct_texts=len(distinct), encoded=len(todo))
-    matrix = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, 384), np.float32)
+    matrix = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, DIM), np.float32)
     return table.with_columns(pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1])))
 
 

@@ -79,17 +79,21 @@ def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Pat
     models_dir = models_dir_of(cfg)
     ngram = load_resources(models_dir)["offence"]
     parts = {"ngram": np.clip(ngram.predict_proba(texts_norm, X), 1e-6, 1 - 1e-6)}
-    if cfg.offence_model == "ngram":
-        log_odds = logit(parts["ngram"])
-    else:
-        if encoder_logits is None:  # not already computed alongside the embeddings
-            encoder_logits = load_encoder(models_dir, cache_dir).logits(texts_norm)
+    log_odds = logit(parts["ngram"])
+    if cfg.offence_model != "ngram":
+        # A cascade: the encoder costs as much as the embedding model, so with 'blend' it only
+        # reads comments the n-gram model is unsure about (NaN = not run, shown as such).
+        low, high = cfg.offence_encoder_band if cfg.offence_model == "blend" else (0.0, 1.0)
+        run = np.flatnonzero((parts["ngram"] >= low) & (parts["ngram"] <= high))
+        if encoder_logits is None:
+            encoder_logits = np.full(len(texts_norm), np.nan, np.float32)
+            encoder_logits[run] = load_encoder(models_dir, cache_dir).logits([texts_norm[i] for i in run])
         parts["encoder"] = np.clip(expit(encoder_logits), 1e-6, 1 - 1e-6)
         if cfg.offence_model == "encoder":
             log_odds = logit(parts["encoder"])
         else:
-            log_odds = (cfg.offence_blend_encoder * logit(parts["encoder"])
-                        + cfg.offence_blend_ngram * logit(parts["ngram"]) + cfg.offence_blend_bias)
+            log_odds[run] = (cfg.offence_blend_encoder * logit(parts["encoder"][run])
+                             + cfg.offence_blend_ngram * log_odds[run] + cfg.offence_blend_bias)
     shift = logit(cfg.offence_base_rate) - logit(ngram.train_positive_rate)
     return expit(log_odds + shift), parts
 
@@ -111,6 +115,7 @@ def _rule_row(hits: list) -> dict:
             "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]}
 
 
+CHUNK_ROWS = 20000  # distinct texts scored per call: bounds the TF-IDF matrices, paces the progress bar
 # Evidence lines are built only where a score reaches this: below it nobody reads them.
 EVIDENCE_MIN_SCORE = 0.3
 
@@ -158,7 +163,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
         model_evidence = ""
         if i in offence_terms:
             terms = ", ".join(f"{t} +{w:.2f}" for t, w in offence_terms[i])
-            each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items())
+            each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items() if not np.isnan(v[i]))
             model_evidence = f"model offence p={p:.2f} ({each}" + (f"; n-grams {terms})" if terms else ")")
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
         offence = [w for _, w in insults] + [w for _, w in contempt] + [p]
@@ -185,6 +190,22 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
     return out
 
 
+SCORE_SCHEMA = {**{f"score_{c}": pl.Float64 for c in CATEGORIES}, **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
+                "score_offence_model": pl.Float64}
+
+
+class Scorer:
+    """Batch function (pipeline/executor.py): scores and evidence of `text_norm` rows."""
+
+    def __init__(self, cfg: FlagConfig, cache_dir: Path | None):
+        self.cfg, self.cache_dir = cfg, cache_dir
+        load_resources(models_dir_of(cfg))  # loaded once here, not inside the first batch
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        vectors = batch["embedding"].to_numpy().astype(np.float32)
+        return pl.DataFrame(score_texts(batch["text_norm"].to_list(), vectors, self.cfg, self.cache_dir), schema=SCORE_SCHEMA)
+
+
 def models_dir_of(cfg: FlagConfig) -> Path:
     return cfg.models_dir or PROJECT_ROOT / "models"
 
@@ -193,12 +214,9 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     # Score each distinct text once: copies of a comment get identical scores and evidence.
     firsts = table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
     distinct = firsts["text_norm"].to_list()
-    vectors = firsts["embedding"].to_numpy().astype(np.float32)
-    scored = pl.DataFrame(score_texts(distinct, vectors, cfg, ctx.cache_dir), schema={
-        **{f"score_{c}": pl.Float64 for c in CATEGORIES},
-        **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
-        "score_offence_model": pl.Float64,
-    }).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
+    batch = pl.DataFrame({"text_norm": distinct, "embedding": firsts["embedding"]})
+    scored = ctx.executor.map_batches(Scorer, batch, batch_size=CHUNK_ROWS, desc="flag", cfg=cfg,
+                                      cache_dir=ctx.cache_dir).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
     table = table.join(scored, on="text_norm", how="left", maintain_order="left")
     res = load_resources(models_dir_of(cfg))
     thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}

@@ -25,8 +25,11 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
         .when(pl.col("raw_text").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty text"))
     )
     raw = raw.with_columns(reason.alias("reason"))
-    texts = raw.filter(pl.col("reason").is_null())["raw_text"].unique().to_list()
-    norm_of = {t: normalize_text(t[: cfg.max_chars]) for t in texts}  # copies are common: once each
+    texts = raw.filter(pl.col("reason").is_null())["raw_text"].unique(maintain_order=True)
+    # Copies are common: each distinct text is normalised once.
+    normalised = ctx.executor.map_batches(Normalizer, pl.DataFrame({"text": texts}), batch_size=NORMALIZE_BATCH,
+                                          desc="ingest: normalise", max_chars=cfg.max_chars)
+    norm_of = dict(zip(texts.to_list(), normalised["text_norm"].to_list()))
     # Text made only of control, invisible or emoji-variation characters normalises to nothing.
     invisible = [t for t, n in norm_of.items() if not n.strip()]
     raw = raw.with_columns(pl.when(pl.col("reason").is_null() & pl.col("raw_text").is_in(invisible))
@@ -53,6 +56,20 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
     ctx.facts["quarantined"] = bad.height
     return kept.select("comment_id", "text", "text_norm", "source_file", "source_row", "input_index",
                        "text_truncated", "id_note")
+
+
+NORMALIZE_BATCH = 50000  # texts per batch
+
+
+class Normalizer:
+    """Batch function (pipeline/executor.py): `text_norm` of each text."""
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return pl.DataFrame({"text_norm": [normalize_text(t[: self.max_chars]) for t in batch["text"].to_list()]},
+                            schema={"text_norm": pl.String})
 
 
 def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,116 @@
+"""End-to-end run at scale: seconds per stage, against the bare model encode of the same texts.
+
+    python benchmarks/run.py --input ../shared/bench/weibo_checked_comments.parquet [--rows N]
+                             [--mode fast|quality] [--executor local|ray]
+
+The pipeline runs as its own `python -m pipeline run` process with a fresh embedding cache (the
+models are reused, so no conversion is timed); peak RSS is that process's (and its children's,
+e.g. Ray workers) high-water mark. Then a second process encodes the run's distinct normalised
+texts with the same embedding model and settings, timing the encode call alone.
+Prints one JSON line: rows, distinct texts, seconds per stage, total seconds, bare encode seconds,
+ratio total/encode, peak RSS MB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {"quality": ROOT / "configs" / "default.yaml", "fast": ROOT / "configs" / "fast.yaml"}
+
+BARE_ENCODE = """
+import json, sys, time
+from pathlib import Path
+import polars as pl
+from pipeline.config import load_config
+from pipeline.stage import StageContext
+from pipeline.stages import embed
+cfg = load_config(Path(sys.argv[1]), [])
+texts = pl.read_parquet(sys.argv[2])["text_norm"].unique(maintain_order=True).to_list()
+ctx = StageContext(seed=0, cache_dir=Path(sys.argv[3]), state_dir=None, progress=False)
+model = embed.load_model(cfg.embed, ctx.cache_dir)
+embed.encode(model, texts[:256], cfg.embed)  # warm-up: first-call allocations are not the model's speed
+t0 = time.perf_counter()
+embed.encode(model, texts, cfg.embed)
+print(json.dumps({"texts": len(texts), "seconds": time.perf_counter() - t0}))
+"""
+
+
+def fresh_cache(work: Path) -> Path:
+    """A cache directory with the built models linked in but no cached embeddings."""
+    from pipeline.e5_model import default_cache_dir
+
+    cache = work / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(default_cache_dir() / "models")
+    return cache
+
+
+def children_peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", type=Path, required=True, help="parquet/CSV/JSONL with comment_id and text")
+    ap.add_argument("--rows", type=int, default=0, help="first N rows only (0 = all)")
+    ap.add_argument("--mode", choices=sorted(MODES), default="quality")
+    ap.add_argument("--executor", choices=("local", "ray"), default="local")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory and print its path")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    table = pl.scan_parquet(args.input) if args.input.suffix == ".parquet" else None
+    if table is not None:
+        sample = work / "input.parquet"
+        (table.head(args.rows) if args.rows else table).sink_parquet(sample)
+    else:
+        sample = args.input
+    cache = fresh_cache(work)
+    env = dict(os.environ, PIPELINE_CACHE_DIR=str(cache))
+    out = work / "out"
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(sample), "--output", str(out),
+                          "--config", str(MODES[args.mode]), "--executor", args.executor, "--quiet"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    total = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"pipeline run failed ({res.returncode}):\n{res.stderr[-4000:]}")
+    peak = children_peak_rss_mb()
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = {s["name"]: s["seconds"] for s in manifest["stages"]}
+    embed_facts = next(s["facts"] for s in manifest["stages"] if s["name"] == "embed")
+
+    enc = subprocess.run([sys.executable, "-c", BARE_ENCODE, str(MODES[args.mode]), str(out / "comments.parquet"),
+                          str(cache)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if enc.returncode != 0:
+        raise SystemExit(f"bare encode failed:\n{enc.stderr[-4000:]}")
+    bare = json.loads(enc.stdout.strip().splitlines()[-1])
+    print(json.dumps({
+        "input": args.input.name, "mode": args.mode, "executor": args.executor,
+        "rows": manifest["summary"]["rows_in"], "distinct_texts": embed_facts["distinct_texts"],
+        "distinct_fraction": round(embed_facts["distinct_texts"] / max(1, manifest["summary"]["kept"]), 3),
+        "stage_seconds": stages, "pipeline_seconds_in_run": manifest["seconds"],
+        "total_seconds": round(total, 1), "bare_encode_seconds": round(bare["seconds"], 1),
+        "ratio_total_to_encode": round(total / bare["seconds"], 3), "peak_rss_mb": round(peak),
+        "cpus": os.cpu_count(),
+    }))
+    if args.keep:
+        print(f"work directory: {work}", file=sys.stderr)
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -82,7 +82,7 @@ class FlagConfig(Section):
     offence_blend_encoder: float = Field(0.549, description="Blend weight on the encoder's log-odds (logistic regression fitted on COLD dev; models/README.md).")
     offence_blend_ngram: float = Field(0.376, description="Blend weight on the n-gram model's log-odds.")
     offence_blend_bias: float = Field(-0.149, description="Blend intercept.")
-    offence_encoder_band: tuple[float, float] = Field((0.2, 0.9), description="With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] keeps COLD dev macro-F1 at 0.9228 (all rows: 0.9228) with the encoder on 28% of COLD dev and 30% of Weibo comments; [0, 1] = encoder on every comment.")
+    offence_encoder_band: tuple[float, float] = Field((0.0, 1.0), description="With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] keeps COLD dev macro-F1 (0.9228 either way) with the encoder on 28% of COLD dev and 30% of Weibo comments, but on the seed thread it loses '一个市井小贩也搞高科技' (n-gram 0.10, encoder 0.96): derision the n-gram model is sure is clean. Default [0, 1]: encoder on every comment.")
     offence_base_rate: float = Field(0.2, gt=0, lt=1, description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.")
     models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")
 

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild review/index.html of a finished run without recomputing")
     rep.add_argument("output", type=Path, help="the run's output directory")
 
+    sub.add_parser("distill-static", help="build the fast static embedding model (embed.model: static-e5) from e5, "
+                   "once per machine (~10 minutes on 2 cores); runs also build it on first use")
     sub.add_parser("config", help="print every config knob with its default and meaning")
     sub.add_parser("describe", help="print the stage graph: what each stage needs and adds")
     return parser
@@ -163,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.evaluate import evaluate, format_table
 
             print(format_table(evaluate(args.input, args.labels, load_config(args.config, args.overrides))))
+            return EXIT_OK
+        if args.command == "distill-static":
+            from pipeline import static_model
+
+            folder = static_model.ensure_model(progress=True)
+            print(f"{static_model.MODEL_ID}: {folder}")
             return EXIT_OK
         if args.command == "config":
             print(describe_config())

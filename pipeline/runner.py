@@ -86,7 +86,8 @@ class Runner:
                 self.cfg.run.executor, self.cfg.run.progress,
                 {"address": self.cfg.run.ray_address, "actors": self.cfg.run.ray_actors})))
             ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
-                               state_dir=state_dir, progress=self.cfg.run.progress, executor=executor)
+                               state_dir=state_dir, progress=self.cfg.run.progress, executor=executor,
+                               embed_config=self.cfg.embed)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
             self._save_state(side)

@@ -27,6 +27,9 @@ class StageContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
     # Where the map-like part of a stage runs (pipeline/executor.py): in this process, or on Ray.
     executor: Any = None
+    # The run's embed section: which model made the `embedding` column (the flag stage compares it
+    # with the model its conspiracy examples were embedded with).
+    embed_config: Any = None
     # Facts a stage reports for the manifest (model versions, outlier share, ...).
     facts: dict[str, Any] = field(default_factory=dict)
     # Side tables a stage produces besides its main table (e.g. topics), written by the runner.

@@ -1,4 +1,8 @@
-"""Embed: one sentence-transformers vector per distinct `text_norm`, cached across runs."""
+"""Embed: one vector per distinct `text_norm`, cached across runs.
+
+`embed.model` picks the e5 sentence-transformers model (quality) or the static model distilled from
+it (`pipeline/static_model.py`, fast). Both give unit-length float32 vectors.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -27,6 +31,10 @@ def load_model(cfg: EmbedConfig, cache_dir, progress: bool = False):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in scheduler logs
+    if cfg.model == "static-e5":
+        from pipeline import static_model
+
+        return static_model.load(cache_dir, progress)
     key = (str(cache_dir), cfg.max_seq_length)
     if key not in _MODELS:
         model = e5_model.load_sentence_transformer(cache_dir)
@@ -44,7 +52,7 @@ class Encoder:
         self.cache = EmbeddingCache(cache_dir, model_id(cfg))
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
-        vectors = encode(self.model, batch["text"].to_list(), self.cfg) if batch.height else np.zeros((0, DIM), np.float32)
+        vectors = encode(self.model, batch["text"].to_list(), self.cfg)
         self.cache.store(batch["text_hash"].to_list(), vectors)
         return pl.DataFrame({"vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))})
 
@@ -52,11 +60,17 @@ class Encoder:
 def model_id(cfg: EmbedConfig) -> str:
     from pipeline import e5_model
 
+    if cfg.model == "static-e5":
+        from pipeline import static_model
+
+        return static_model.MODEL_ID
     return f"{e5_model.MODEL_ID}/{cfg.prompt_name}/len{cfg.max_seq_length}"
 
 
 def encode(model, texts: list[str], cfg: EmbedConfig) -> np.ndarray:
     """Unit-length float32 vectors of the texts (no cache)."""
+    if cfg.model == "static-e5":
+        return model.encode(texts)
     return model.encode(texts, prompt_name=cfg.prompt_name, batch_size=cfg.batch_size, normalize_embeddings=True,
                         show_progress_bar=False, convert_to_numpy=True).astype(np.float32)
 
@@ -76,10 +90,16 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
                                        cfg=cfg, cache_dir=ctx.cache_dir)["vector"].to_numpy()
         vectors.update(zip(todo, new))
     ctx.facts.update(embed_model=model_id(cfg), distinct_texts=len(distinct), encoded=len(todo))
-    matrix = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, DIM), np.float32)
+    if not hashes:
+        return table.with_columns(pl.Series("embedding", [], dtype=pl.Array(pl.Float32, DIM)))
+    # One matrix of the distinct texts, then a gather: copies of a text share its row.
+    position = {h: i for i, h in enumerate(distinct)}
+    distinct_matrix = np.stack([vectors.pop(h) for h in distinct])
+    matrix = distinct_matrix[np.fromiter((position[h] for h in hashes), np.int64, len(hashes))]
+    del distinct_matrix
     return table.with_columns(pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1])))
 
 
 STAGE = Stage(name="embed", version="1", config_section="embed",
-              code_modules=("pipeline.e5_model", "pipeline.embedding_cache"),
+              code_modules=("pipeline.e5_model", "pipeline.static_model", "pipeline.embedding_cache"),
               requires=("text_norm",), adds=("embedding",), run=run)

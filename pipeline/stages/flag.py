@@ -194,16 +194,28 @@ SCORE_SCHEMA = {**{f"score_{c}": pl.Float64 for c in CATEGORIES}, **{f"evidence_
                 "score_offence_model": pl.Float64}
 
 
+def examples_in_run_space(cfg: FlagConfig, ctx: StageContext) -> np.ndarray | None:
+    """The labelled conspiracy examples embedded by this run's model, when that is not the model
+    the conspiracy head was trained with (e.g. the fast static model); None when it is."""
+    from pipeline.stages import embed
+
+    head = load_resources(models_dir_of(cfg))["conspiracy_head"]
+    if ctx.embed_config is None or embed.model_id(ctx.embed_config) == head.embed_model:
+        return None
+    return embed.encode(embed.load_model(ctx.embed_config, ctx.cache_dir), head.examples, ctx.embed_config)
+
+
 class Scorer:
     """Batch function (pipeline/executor.py): scores and evidence of `text_norm` rows."""
 
-    def __init__(self, cfg: FlagConfig, cache_dir: Path | None):
-        self.cfg, self.cache_dir = cfg, cache_dir
+    def __init__(self, cfg: FlagConfig, cache_dir: Path | None, example_vectors: np.ndarray | None = None):
+        self.cfg, self.cache_dir, self.example_vectors = cfg, cache_dir, example_vectors
         load_resources(models_dir_of(cfg))  # loaded once here, not inside the first batch
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
         vectors = batch["embedding"].to_numpy().astype(np.float32)
-        return pl.DataFrame(score_texts(batch["text_norm"].to_list(), vectors, self.cfg, self.cache_dir), schema=SCORE_SCHEMA)
+        return pl.DataFrame(score_texts(batch["text_norm"].to_list(), vectors, self.cfg, self.cache_dir,
+                                        example_vectors=self.example_vectors), schema=SCORE_SCHEMA)
 
 
 def models_dir_of(cfg: FlagConfig) -> Path:
@@ -216,7 +228,7 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     distinct = firsts["text_norm"].to_list()
     batch = pl.DataFrame({"text_norm": distinct, "embedding": firsts["embedding"]})
     scored = ctx.executor.map_batches(Scorer, batch, batch_size=CHUNK_ROWS, desc="flag", cfg=cfg,
-                                      cache_dir=ctx.cache_dir).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
+                                      cache_dir=ctx.cache_dir, example_vectors=examples_in_run_space(cfg, ctx)).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
     table = table.join(scored, on="text_norm", how="left", maintain_order="left")
     res = load_resources(models_dir_of(cfg))
     thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}

@@ -6,6 +6,11 @@ LoRA matrices of every attention/FFN projection or the weights of the top `top_l
 linear head over the mean-pooled tokens. The base weights come from the e5 model the project rebuilds
 (pipeline.e5_model), so `models/offence_encoder/` holds only the difference.
 
+Kind "extra" (`models/offence_encoder_extra/`) leaves all 12 e5 layers exactly as they are and adds
+`extra_layers` new ones on top (initialised as copies of e5's last layer), then the same pooling and
+head. Its input is e5's final token states, which the embed stage computes anyway, so scoring costs
+only the new layers: `OffenceEncoder.logits_from_states(token_states, attention_mask)`.
+
 This module needs torch, numpy and safetensors only (no polars), so training can run on a bare GPU
 machine from a token bundle (see `benchmarks/offence_encoder_bundle.py`).
 """
@@ -22,6 +27,7 @@ from torch import nn
 
 PREFIX = "query: "  # the embed stage's e5 prompt: the classifier reads text the way the encoder was trained to
 MAX_TOKENS = 128  # COLD comments are short; truncation at 128 tokens cuts under 1% of them
+EXTRA_MAX_TOKENS = 256  # kind "extra" reads the embed stage's e5 states: its default `embed.max_seq_length`
 LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
@@ -78,6 +84,77 @@ class OffenceClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
         return self.head(pooled).squeeze(-1)
+
+
+class ExtraLayersClassifier(nn.Module):
+    """Frozen e5 -> `n_extra` NEW encoder layers -> mean of token states -> linear -> logit (kind "extra").
+
+    The 12 e5 layers stay exactly e5, so the embed stage's final token states (sentence-transformers'
+    `token_embeddings`) can be fed to `forward_states` directly and the flag stage needs no second
+    e5 pass. The new layers start as copies of e5's last layer. `self.bert` (the frozen e5) is only
+    attached when the input is token ids (`forward`); it stays in eval mode, so no dropout touches it.
+    """
+
+    def __init__(self, config, n_extra: int, init_layer: nn.Module | None = None):
+        super().__init__()
+        import copy
+
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        config = copy.deepcopy(config)
+        if config._attn_implementation is None:
+            config._attn_implementation = "sdpa"  # what BertModel.from_pretrained picks
+        self.config = config
+        self.layers = nn.ModuleList()
+        for i in range(n_extra):
+            layer = BertLayer(config, layer_idx=config.num_hidden_layers + i)
+            if init_layer is not None:
+                layer.load_state_dict(init_layer.state_dict())
+            self.layers.append(layer)
+        self.head = nn.Linear(config.hidden_size, 1)
+        self.bert = None
+
+    @classmethod
+    def from_bert(cls, bert: nn.Module, n_extra: int) -> ExtraLayersClassifier:
+        """For training: the new layers copy `bert`'s last layer, and `bert` is frozen and attached."""
+        model = cls(bert.config, n_extra, init_layer=bert.encoder.layer[-1])
+        model.attach_bert(bert)
+        return model
+
+    def attach_bert(self, bert: nn.Module) -> None:
+        for p in bert.parameters():
+            p.requires_grad = False
+        self.bert = bert.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.bert is not None:
+            self.bert.eval()  # frozen and exact: e5 without dropout, as at inference
+        return self
+
+    def attention_mask_4d(self, states: torch.Tensor, attention_mask: torch.Tensor):
+        """The mask BertModel itself hands its layers (transformers 5: `create_bidirectional_mask`,
+        in the format of the configured attention implementation: additive float for eager, bool or
+        None for sdpa)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.config, inputs_embeds=states, attention_mask=attention_mask)
+
+    def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from e5's last hidden states (B, L, H) and the 2-D attention mask (B, L)."""
+        mask_4d = self.attention_mask_4d(states, attention_mask)
+        for layer in self.layers:
+            states = layer(states, mask_4d)
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.head(pooled).squeeze(-1)
+
+    def forward(self, input_ids, attention_mask):
+        if self.bert is None:
+            raise RuntimeError("ExtraLayersClassifier has no e5 attached: call attach_bert() or use forward_states()")
+        with torch.no_grad():
+            states = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.forward_states(states, attention_mask)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -205,25 +282,125 @@ def save_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+# ------------------------------------------------- kind "extra": training on precomputed e5 states
+
+def e5_states(bert: nn.Module, seqs: list[np.ndarray], device: str, batch_size: int = 256, pad_id: int = 1,
+              dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
+    """e5's last hidden states of each sequence, (len, hidden) in `dtype` on `device`. Computed in
+    float32 (e5 is frozen, so once per text is enough for every epoch and every variant)."""
+    bert.eval().to(device)
+    order = np.argsort([len(s) for s in seqs])
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    with torch.no_grad():
+        for start in range(0, len(seqs), batch_size):
+            idx = order[start:start + batch_size]
+            ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
+            states = bert(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.to(dtype)
+            for row, i in enumerate(idx):
+                out[i] = states[row, :len(seqs[i])].clone()
+    return out
+
+
+def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L, H) float32 states padded with zeros, and the (B, L) int64 attention mask."""
+    lengths = torch.tensor([len(s) for s in states])
+    padded = torch.nn.utils.rnn.pad_sequence(states, batch_first=True).float()
+    mask = (torch.arange(padded.shape[1])[None, :] < lengths[:, None]).long().to(padded.device)
+    return padded, mask
+
+
+def predict_logits_from_states(model: ExtraLayersClassifier, states: list[torch.Tensor], device: str,
+                               batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    order = np.argsort([len(s) for s in states])
+    out = np.zeros(len(states), dtype=np.float32)
+    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                         enabled=device.startswith("cuda")):
+        for start in range(0, len(states), batch_size):
+            idx = order[start:start + batch_size]
+            x, mask = pad_states([states[i].to(device) for i in idx])
+            out[idx] = model.forward_states(x, mask).float().cpu().numpy()
+    return out
+
+
+def train_on_states(model: ExtraLayersClassifier, train_states: list[torch.Tensor], train_y: np.ndarray,
+                    dev_states: list[torch.Tensor], dev_y: np.ndarray, *, device: str, epochs: int = 4,
+                    lr: float = 2e-4, head_lr: float = 1e-3, batch_size: int = 32, seed: int = 0,
+                    log=print) -> dict:
+    """`train` for kind "extra": the same optimiser, schedule, loss, clipping and epoch/threshold
+    choice, but the batches are e5 states (see `e5_states`), so e5 never runs during training.
+    Returns the same dict as `train` (state: the new layers and the head, float32, on CPU)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model.to(device)
+    head_params = list(model.head.parameters())
+    body_params = list(model.layers.parameters())
+    opt = torch.optim.AdamW([{"params": body_params, "lr": lr}, {"params": head_params, "lr": head_lr}],
+                            weight_decay=0.01)
+    steps = epochs * math.ceil(len(train_states) / batch_size)
+    warmup = max(1, int(0.06 * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    loss_fn = nn.BCEWithLogitsLoss()
+    y_t = torch.tensor(train_y, dtype=torch.float32)
+    best = {"dev_macro_f1": -1.0}
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0 = time.time()
+        perm = rng.permutation(len(train_states))
+        total = 0.0
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            x, mask = pad_states([train_states[i].to(device) for i in idx])
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                enabled=device.startswith("cuda")):
+                logits = model.forward_states(x, mask)
+            loss = loss_fn(logits.float(), y_t[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(body_params + head_params, 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        prob = 1 / (1 + np.exp(-predict_logits_from_states(model, dev_states, device)))
+        thr, f1 = best_threshold(dev_y, prob)
+        at_half = macro_f1(dev_y, (prob >= 0.5).astype(int))
+        history.append({"epoch": epoch, "train_loss": total / len(perm), "dev_macro_f1": f1,
+                        "threshold": thr, "dev_macro_f1_at_0.5": at_half, "seconds": time.time() - t0})
+        log(json.dumps(history[-1]))
+        if f1 > best["dev_macro_f1"]:
+            state = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()
+                     if p.requires_grad}
+            best = {"epoch": epoch, "dev_macro_f1": f1, "threshold": thr, "dev_prob": prob, "state": state}
+    best["history"] = history
+    return best
+
+
 # ----------------------------------------------------------------------------------- inference
 
 class OffenceEncoder:
-    """The shipped classifier: the rebuilt e5 model with its top layers replaced, and the head."""
+    """The shipped classifier: the rebuilt e5 model with its top layers replaced, and the head
+    (kinds "top" and "lora"); or, kind "extra", new layers and the head on top of the unchanged e5,
+    which can score the embed stage's e5 token states (`logits_from_states`) without a second pass."""
 
-    def __init__(self, model: OffenceClassifier, tokenizer, meta: dict, version: str):
+    def __init__(self, model: OffenceClassifier | ExtraLayersClassifier, tokenizer, meta: dict, version: str,
+                 base_dir: Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.meta = meta
         self.version = version
         self.threshold = float(meta["threshold"])
         self.train_positive_rate = float(meta["train_positive_rate"])
+        self.max_tokens = int(meta.get("max_tokens", MAX_TOKENS))
+        self._base_dir = base_dir  # kind "extra": where e5 and its tokenizer are, loaded on first `logits`
 
     @classmethod
     def load(cls, model_dir: Path, e5_cache_dir: Path | None = None) -> OffenceEncoder:
         import hashlib
 
         from safetensors.torch import load_file
-        from transformers import AutoTokenizer, BertModel
+        from transformers import AutoTokenizer
 
         from pipeline import e5_model
 
@@ -231,17 +408,10 @@ class OffenceEncoder:
         if meta.get("base_model") != e5_model.MODEL_ID:
             raise ValueError(f"{model_dir}: trained on {meta.get('base_model')}, but this project builds "
                              f"{e5_model.MODEL_ID}; retrain with `python -m pipeline train-flags --encoder`")
-        from transformers.utils import logging as hf_logging
-
         base_dir = e5_model.ensure_model(e5_cache_dir, progress=False)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # its load report lists the unused pooler: expected, not news
-        hf_logging.disable_progress_bar()
-        try:
-            bert = BertModel.from_pretrained(str(base_dir), add_pooling_layer=False)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
+        if meta["kind"] == "extra":
+            return cls._load_extra(model_dir, meta, base_dir)
+        bert = _load_bert(base_dir)
         model = OffenceClassifier(bert)
         weights_file = model_dir / meta["weights"]["file"]
         state = {k: v.float() for k, v in load_file(str(weights_file)).items()}
@@ -256,15 +426,80 @@ class OffenceEncoder:
         version = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:12]
         return cls(model, tokenizer, meta, version)
 
+    @classmethod
+    def _load_extra(cls, model_dir: Path, meta: dict, base_dir: Path) -> OffenceEncoder:
+        """Only the new layers and the head are loaded; e5 itself waits for the first `logits` call,
+        since `logits_from_states` (the pipeline's path) never needs it."""
+        import hashlib
+
+        from safetensors.torch import load as load_bytes
+        from transformers import BertConfig
+
+        weights_file = model_dir / meta["weights"]["file"]
+        raw = weights_file.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != meta["weights"]["sha256"]:
+            raise ValueError(f"{weights_file} does not match the sha256 in {model_dir / 'model.json'}")
+        model = ExtraLayersClassifier(BertConfig.from_pretrained(str(base_dir)), int(meta["extra_layers"]))
+        model.load_state_dict({k: v.float() for k, v in load_bytes(raw).items()}, strict=True)
+        return cls(model, None, meta, digest[:12], base_dir=base_dir)
+
+    def _ensure_e5(self) -> None:
+        if self.meta["kind"] != "extra" or self.model.bert is not None:
+            return
+        from transformers import AutoTokenizer
+
+        self.model.attach_bert(_load_bert(self._base_dir))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self._base_dir))
+
     def logits(self, texts_norm: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts_norm:
             return np.zeros(0, np.float32)
-        ids = self.tokenizer([PREFIX + t for t in texts_norm], truncation=True, max_length=MAX_TOKENS)["input_ids"]
+        self._ensure_e5()
+        ids = self.tokenizer([PREFIX + t for t in texts_norm], truncation=True, max_length=self.max_tokens)["input_ids"]
         seqs = [np.asarray(s, dtype=np.int64) for s in ids]
         return predict_logits(self.model, seqs, "cpu", batch_size=batch_size, pad_id=self.tokenizer.pad_token_id)
 
+    def logits_from_states(self, token_states: torch.Tensor, attention_mask: torch.Tensor,
+                           batch_size: int = 256) -> np.ndarray:
+        """Float32 logits (one per row) from e5's final token states: `token_states` (B, L, 384), any
+        float dtype and device, as sentence-transformers' `token_embeddings` of "query: " + text_norm
+        (up to `max_tokens` = 256 tokens, the embed stage's default); `attention_mask` (B, L), 1 for real
+        tokens, 0 for padding. Kind "extra" only: the other kinds change e5's own layers."""
+        if self.meta["kind"] != "extra":
+            raise ValueError(f"logits_from_states needs an offence encoder of kind 'extra' "
+                             f"(models/offence_encoder_extra); this one is kind '{self.meta['kind']}', whose "
+                             f"layers differ from e5's, so it must read the texts: use logits(texts_norm)")
+        hidden = self.model.config.hidden_size
+        if token_states.ndim != 3 or token_states.shape[-1] != hidden or tuple(attention_mask.shape) != tuple(token_states.shape[:2]):
+            raise ValueError(f"expected token_states (B, L, {hidden}) and attention_mask (B, L), got "
+                             f"{tuple(token_states.shape)} and {tuple(attention_mask.shape)}")
+        out = np.zeros(token_states.shape[0], dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, token_states.shape[0], batch_size):
+                mask = attention_mask[start:start + batch_size].to("cpu", torch.int64)
+                used = torch.nonzero(mask.any(0))
+                width = int(used[-1]) + 1 if len(used) else 1  # drop padding columns no row of this chunk uses
+                states = token_states[start:start + batch_size, :width].to("cpu", torch.float32)
+                out[start:start + len(mask)] = self.model.forward_states(states, mask[:, :width]).numpy()
+        return out
+
     def predict_proba(self, texts_norm: list[str]) -> np.ndarray:
         return 1 / (1 + np.exp(-self.logits(texts_norm)))
+
+
+def _load_bert(base_dir: Path):
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report lists the unused pooler: expected, not news
+    hf_logging.disable_progress_bar()
+    try:
+        return BertModel.from_pretrained(str(base_dir), add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 # ------------------------------------------------------------------------- `train-flags --encoder`
@@ -359,3 +594,89 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     save_json(staging / "model.json", meta)
     replace_dir(staging, out_dir)
     return meta
+
+
+# ------------------------------------------------------------------- kind "extra": files and training
+
+EXTRA_WEIGHTS_FILE = "extra_layers.safetensors"
+
+
+def write_extra_model(out_dir: Path, best: dict, *, extra_layers: int, train_positive_rate: float,
+                      training: dict) -> dict:
+    """Write `extra_layers.safetensors` (the new layers in float16, the head in float32) and
+    `model.json` for kind "extra" into `out_dir`, replacing it whole. `best`: what `train_on_states`
+    returns (state, threshold, dev_macro_f1)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from pipeline import e5_model
+    from pipeline.fileio import replace_dir
+
+    state = {k: (v.half() if k.startswith("layers.") else v.float()).contiguous() for k, v in best["state"].items()}
+    if not state or not all(k.startswith(("layers.", "head.")) for k in state):
+        raise ValueError(f"not the state of an ExtraLayersClassifier: {sorted(state)[:3]}")
+    staging = out_dir.with_name(f".{out_dir.name}.tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(staging / EXTRA_WEIGHTS_FILE))
+    meta = {
+        "format_version": 1, "kind": "extra", "extra_layers": extra_layers,
+        "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
+        "input": f"e5's final token states (sentence-transformers 'token_embeddings') of '{PREFIX}' + text normalised "
+                 f"by pipeline.normalize.normalize_text, at most {EXTRA_MAX_TOKENS} tokens, and their attention mask",
+        "max_tokens": EXTRA_MAX_TOKENS,
+        "base_model": e5_model.MODEL_ID,
+        "threshold": best["threshold"], "train_positive_rate": float(train_positive_rate),
+        "weights": {"file": EXTRA_WEIGHTS_FILE,
+                    "sha256": hashlib.sha256((staging / EXTRA_WEIGHTS_FILE).read_bytes()).hexdigest(),
+                    "holds": f"{extra_layers} new encoder layer(s) on top of the unchanged e5 (float16; initialised "
+                             f"as copies of e5's last layer) and the linear head over their mean-pooled tokens (float32)"},
+        "training": training,
+        "dev_macro_f1": best["dev_macro_f1"],
+    }
+    save_json(staging / "model.json", meta)
+    replace_dir(staging, out_dir)
+    return meta
+
+
+def train_extra_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
+                        epochs: int = 4, extra_layers: int = 1, lr: float = 2e-4, own_repeat: int = 6,
+                        limit: int = 0, seed: int = 0, log=print) -> dict:
+    """Kind "extra": e5's states of every text once, then the new layers and head trained on them
+    (COLD train plus the even half of the own sets, repeated `own_repeat` times), the epoch and
+    threshold chosen on COLD dev without train texts; writes `out_dir`. Since e5 runs once per
+    text and only the new layers train, two CPU cores manage it (e5 over ~32,000 texts dominates)."""
+    from transformers import AutoTokenizer
+
+    from pipeline import e5_model
+
+    t_start = time.time()
+    train_x, train_y, dev, own = training_texts(cold_dir, own_sets)
+    if limit:
+        train_x, train_y, dev = train_x[:limit], train_y[:limit], dev[:limit]
+    base_dir = e5_model.ensure_model()
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    bert = _load_bert(base_dir)
+    distinct = train_x + [t for t, _ in own] + [t for t, _ in dev]
+    ids = tokenizer([PREFIX + t for t in distinct], truncation=True, max_length=EXTRA_MAX_TOKENS)["input_ids"]
+    states = e5_states(bert, [np.asarray(s, dtype=np.int64) for s in ids], device, pad_id=tokenizer.pad_token_id)
+    n_train, n_own = len(train_x), len(own)
+    own_states = states[n_train:n_train + n_own]
+    train_states = states[:n_train] + own_states * own_repeat  # repeats share their tensors
+    labels = np.array(train_y + [y for _, y in own] * own_repeat)
+    dev_y = np.array([y for _, y in dev])
+    model = ExtraLayersClassifier.from_bert(bert, extra_layers)
+    best = train_on_states(model, train_states, labels, states[n_train + n_own:], dev_y, device=device,
+                           epochs=epochs, lr=lr, seed=seed, log=log)
+    training = {
+        "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
+                 "own": [f"{p.name} (even-numbered ids, x{own_repeat})" for p in own_sets]},
+        "rows": {"cold": len(train_x), "own": n_own},
+        "selection": f"COLD dev.csv without rows whose text is in train ({len(dev)} rows): best epoch and threshold",
+        "params": {"lr": lr, "head_lr": 1e-3, "epochs": epochs, "best_epoch": best["epoch"], "batch_size": 32,
+                   "seed": seed, "weight_decay": 0.01, "warmup": 0.06},
+        "device": f"{device}, {time.time() - t_start:.0f} s", "history": best["history"],
+        "command": "pipeline.offence_encoder.train_extra_encoder",
+    }
+    return write_extra_model(out_dir, best, extra_layers=extra_layers, train_positive_rate=float(np.mean(labels)),
+                             training=training)

@@ -145,6 +145,9 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
     weights = reps["dup_group_size"].to_numpy()
     saved = ctx.state.get(MODEL)
     mode, info = "fitted", {}
+    if saved is not None and saved.height and len(saved["centroid"][0]) != vectors.shape[1]:
+        mode = "refitted: the saved topics were fitted on another embedding model"
+        saved = None
     if saved is not None and saved.height and not cfg.refit:
         labels = nearest_topic(vectors, np.array(saved["centroid"].to_list(), dtype=np.float32),
                                saved["topic_id"].to_numpy(), cfg.outlier_min_similarity)
@@ -157,7 +160,7 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
 
     rep_topics = pl.DataFrame({"dup_group": reps["dup_group"], "topic_id": labels})
     table = table.join(rep_topics, on="dup_group", how="left", maintain_order="left")
-    topics = describe_topics(table, reps.with_columns(pl.Series("topic_id", labels)), vectors, labels, cfg)
+    topics = describe_topics(table, reps.with_columns(pl.Series("topic_id", labels)), vectors, labels, cfg, ctx.seed)
     if mode == "assigned":
         # Saved topics keep their labels and keywords, so a topic reads the same in every batch.
         topics = topics.drop("topic_label", "keywords", "keyword_weights").join(
@@ -177,11 +180,21 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
     return table
 
 
+# Keywords of a topic come from at most this many of its representatives (a seeded sample):
+# tokenising every one of a million comments would cost minutes and change no top-8 list.
+KEYWORD_DOCS_PER_TOPIC = 5000
+
+
 def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray, labels: np.ndarray,
-                    cfg: TopicsConfig) -> pl.DataFrame:
+                    cfg: TopicsConfig, seed: int = 0) -> pl.DataFrame:
     docs: dict[int, list[str]] = {}
-    for t, text in zip(labels.tolist(), reps["text_norm"].to_list()):
-        docs.setdefault(t, []).append(text)
+    texts = reps["text_norm"].to_list()
+    rng = np.random.default_rng(seed)
+    for t in dict.fromkeys(labels.tolist()):
+        members = np.flatnonzero(labels == t)
+        if len(members) > KEYWORD_DOCS_PER_TOPIC:
+            members = np.sort(rng.choice(members, KEYWORD_DOCS_PER_TOPIC, replace=False))
+        docs[t] = [texts[i] for i in members]
     keywords = ctfidf(docs, cfg.n_keywords)
     sizes = dict(table.group_by("topic_id").len().iter_rows())
     rows = []

@@ -23,7 +23,8 @@ LABEL_COLUMNS = {"abuse": ("abuse", "abusive"), "hate": ("hate",), "conspiracy":
 
 def predictions(inputs: list[Path], cfg: Config) -> pl.DataFrame:
     raw = readers.read_inputs(inputs, cfg.ingest.id_column, cfg.ingest.text_column, cfg.ingest.thread_comments_start)
-    ctx = StageContext(seed=cfg.run.seed, cache_dir=default_cache_dir(cfg), state_dir=None, progress=False)
+    ctx = StageContext(seed=cfg.run.seed, cache_dir=default_cache_dir(cfg), state_dir=None, progress=False,
+                       embed_config=cfg.embed)
     table = ingest.run(raw, cfg.ingest, ctx)
     table = embed.run(table, cfg.embed, ctx)
     table = flag.run(table, cfg.flag, ctx)

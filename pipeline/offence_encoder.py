@@ -136,15 +136,19 @@ class ExtraLayersClassifier(nn.Module):
         """The mask BertModel itself hands its layers (transformers 5: `create_bidirectional_mask`,
         in the format of the configured attention implementation: additive float for eager, bool or
         None for sdpa)."""
-        from transformers.masking_utils import create_bidirectional_mask
-
-        return create_bidirectional_mask(config=self.config, inputs_embeds=states, attention_mask=attention_mask)
+        try:
+            from transformers.masking_utils import create_bidirectional_mask
+        except ImportError:  # older transformers: the additive (B, 1, 1, L) mask that BertModel made then
+            return (1.0 - attention_mask[:, None, None, :].to(states.dtype)) * torch.finfo(states.dtype).min
+        return create_bidirectional_mask(self.config, states, attention_mask)
 
     def forward_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits from e5's last hidden states (B, L, H) and the 2-D attention mask (B, L)."""
         mask_4d = self.attention_mask_4d(states, attention_mask)
         for layer in self.layers:
             states = layer(states, mask_4d)
+            if isinstance(states, tuple):  # transformers before 5 returned (hidden_states, ...)
+                states = states[0]
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
         return self.head(pooled).squeeze(-1)

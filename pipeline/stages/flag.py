@@ -200,7 +200,9 @@ def examples_in_run_space(cfg: FlagConfig, ctx: StageContext) -> np.ndarray | No
     from pipeline.stages import embed
 
     head = load_resources(models_dir_of(cfg))["conspiracy_head"]
-    if ctx.embed_config is None or embed.model_id(ctx.embed_config) == head.embed_model:
+    if ctx.embed_config is None:
+        return None  # callers that build their own context embed with the default (e5) model
+    if embed.model_id(ctx.embed_config) == head.embed_model:
         return None
     return embed.encode(embed.load_model(ctx.embed_config, ctx.cache_dir), head.examples, ctx.embed_config)
 

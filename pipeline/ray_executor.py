@@ -18,7 +18,7 @@ import polars as pl
 
 # Read when ray is imported or started: no usage-stats prompt, no dashboard logs, no auth token
 # file, no progress bars unless asked for.
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1", "RAY_AUTH_MODE": "disabled",
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_AUTH_MODE": "disabled",
              "RAY_DEDUP_LOGS": "0"}
 
 log = logging.getLogger("pipeline")
@@ -56,16 +56,24 @@ class RayExecutor:
         self.ray = ray
         self.started_here = not ray.is_initialized()
         if self.started_here:
-            address = address or os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+            # "local" starts a private Ray instead of joining whatever cluster happens to run here.
+            address = address or os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, configure_logging=False)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         from ray.data import DataContext
 
         context = DataContext.get_current()
         context.execution_options.preserve_order = True  # the same row order as the local executor
         context.enable_progress_bars = progress
         context.print_on_execution_start = False
-        self.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        context.enable_auto_log_stats = False
+        # Fail with an error rather than wait for ever when actors cannot get CPUs.
+        context.execution_no_progress_timeout_s = 600
+        context.wait_for_min_actors_s = 600
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Each stage is its own Dataset, so one pool at a time holds CPUs: at most one actor per CPU.
+        self.actors = min(actors or cpus, cpus)
         log.info("ray: %d actors per map stage (%s)", self.actors, address or "local Ray")
 
     def map_batches(self, fn_class: type, table: pl.DataFrame, *, batch_size: int, desc: str,
@@ -80,7 +88,9 @@ class RayExecutor:
         blocks = [table[i:i + size].to_arrow() for i in range(0, table.height, size)]
         ds = self.ray.data.from_arrow(blocks).map_batches(
             _Adapter, fn_constructor_kwargs={"fn_class": fn_class, "fn_kwargs": fn_kwargs},
-            batch_format="pyarrow", batch_size=size, concurrency=self.actors, num_cpus=1)
+            compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,
+            # Copies each batch: polars cannot read a sliced fixed-size-list column with nulls.
+            batch_format="pyarrow", batch_size=size, zero_copy_batch=False)
         parts = self.ray.get(ds.to_arrow_refs())
         return pl.from_arrow(pa.concat_tables(parts, promote_options="default"))
 

@@ -120,7 +120,7 @@ CHUNK_ROWS = 20000  # distinct texts scored per call: bounds the TF-IDF matrices
 EVIDENCE_MIN_SCORE = 0.3
 
 
-def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cache_dir: Path | None = None,
+def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConfig, cache_dir: Path | None = None,
                 encoder_logits: np.ndarray | None = None, example_vectors: np.ndarray | None = None) -> list[dict]:
     """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}.
 
@@ -137,12 +137,11 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
     probs, parts = offence_probabilities(texts_norm, cfg, cache_dir, encoder_logits, X_offence)
     head = res["conspiracy_head"]
     same_space = example_vectors is None
-    head_probs = head.predict_proba(vectors) if same_space else np.zeros(len(texts_norm))
+    head_probs = head.predict_proba(vectors) if same_space and vectors is not None else np.zeros(len(texts_norm))
     ngram_c = res["conspiracy_ngram"]
     X_conspiracy = ngram_c.tfidf(keys) if keys else None
     ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba(keys, X_conspiracy), 1e-6, 1 - 1e-6))
                           + logit(cfg.conspiracy_ngram_prior) - logit(ngram_c.train_positive_rate))
-    nearest, nearest_sim = head.nearest(vectors, example_vectors)
     wordlike = [bool(WORDLIKE.search(k)) for k in keys]
     # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
     # an insult), but its character n-grams would still score them.
@@ -181,13 +180,22 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray, cfg: FlagConfig, cac
                 if i in conspiracy_terms else []),
             "score_offence_model": p,
         }
-        if row["score_conspiracy"] >= EVIDENCE_MIN_SCORE:
-            # Context for the moderator, whether or not the head's score counts (conspiracy_model_weight).
-            head_note = f"; embedding head p={hp:.2f}" if same_space else ""
-            row["evidence_conspiracy"].append(
-                f"nearest labelled conspiracy example '{nearest[i]}' (cos {nearest_sim[i]:.2f}{head_note})")
         out.append(row)
+    if vectors is not None:
+        explain = [i for i, row in enumerate(out) if row["score_conspiracy"] >= EVIDENCE_MIN_SCORE]
+        for i, line in zip(explain, nearest_example_evidence(vectors[explain], cfg, example_vectors)):
+            out[i]["evidence_conspiracy"].append(line)
     return out
+
+
+def nearest_example_evidence(vectors: np.ndarray, cfg: FlagConfig, example_vectors: np.ndarray | None = None) -> list[str]:
+    """Context for the moderator of a likely conspiracy claim, whether or not the head's score counts
+    (conspiracy_model_weight): the nearest labelled conspiracy example and the head's probability."""
+    head = load_resources(models_dir_of(cfg))["conspiracy_head"]
+    nearest, sims = head.nearest(vectors, example_vectors)
+    probs = head.predict_proba(vectors) if example_vectors is None else [None] * len(vectors)
+    return [f"nearest labelled conspiracy example '{ex}' (cos {sim:.2f}" + (f"; embedding head p={p:.2f})" if p is not None else ")")
+            for ex, sim, p in zip(nearest, sims, probs)]
 
 
 SCORE_SCHEMA = {**{f"score_{c}": pl.Float64 for c in CATEGORIES}, **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
@@ -215,7 +223,9 @@ class Scorer:
         load_resources(models_dir_of(cfg))  # loaded once here, not inside the first batch
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
-        vectors = batch["embedding"].to_numpy().astype(np.float32)
+        # Vectors only travel when the head's probability counts; the nearest-example evidence is
+        # added afterwards, for the few rows that need it (run()).
+        vectors = batch["embedding"].to_numpy().astype(np.float32) if "embedding" in batch.columns else None
         return pl.DataFrame(score_texts(batch["text_norm"].to_list(), vectors, self.cfg, self.cache_dir,
                                         example_vectors=self.example_vectors), schema=SCORE_SCHEMA)
 
@@ -226,11 +236,17 @@ def models_dir_of(cfg: FlagConfig) -> Path:
 
 def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
     # Score each distinct text once: copies of a comment get identical scores and evidence.
-    firsts = table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
-    distinct = firsts["text_norm"].to_list()
-    batch = pl.DataFrame({"text_norm": distinct, "embedding": firsts["embedding"]})
+    distinct = table["text_norm"].unique(maintain_order=True)
+    example_vectors = examples_in_run_space(cfg, ctx)
+    with_vectors = cfg.conspiracy_model_weight > 0
+    batch = (table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
+             if with_vectors else distinct.to_frame())
     scored = ctx.executor.map_batches(Scorer, batch, batch_size=CHUNK_ROWS, desc="flag", cfg=cfg,
-                                      cache_dir=ctx.cache_dir, example_vectors=examples_in_run_space(cfg, ctx)).with_columns(pl.Series("text_norm", distinct, dtype=pl.String))
+                                      cache_dir=ctx.cache_dir, example_vectors=example_vectors)
+    scored = scored.with_columns(distinct.alias("text_norm"))
+    del batch
+    if not with_vectors:
+        scored = _add_nearest_examples(scored, table, cfg, example_vectors)
     table = table.join(scored, on="text_norm", how="left", maintain_order="left")
     res = load_resources(models_dir_of(cfg))
     thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}
@@ -243,6 +259,23 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
                      flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
                      needs_review=int(table["needs_review"].sum()))
     return table
+
+
+def _add_nearest_examples(scored: pl.DataFrame, table: pl.DataFrame, cfg: FlagConfig,
+                          example_vectors: np.ndarray | None) -> pl.DataFrame:
+    """The nearest-example evidence line of every text likely to be a conspiracy claim."""
+    needed = scored.filter(pl.col("score_conspiracy") >= EVIDENCE_MIN_SCORE)["text_norm"]
+    if needed.len() == 0:
+        return scored
+    rows = (table.filter(pl.col("text_norm").is_in(needed.implode())).select("text_norm", "embedding")
+            .unique("text_norm", keep="first", maintain_order=True))
+    lines = nearest_example_evidence(rows["embedding"].to_numpy().astype(np.float32), cfg, example_vectors)
+    extra = pl.DataFrame({"text_norm": rows["text_norm"], "_nearest": lines})
+    return (scored.join(extra, on="text_norm", how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("_nearest").is_not_null())
+                          .then(pl.col("evidence_conspiracy").list.concat(pl.concat_list("_nearest")))
+                          .otherwise(pl.col("evidence_conspiracy")).alias("evidence_conspiracy"))
+            .drop("_nearest"))
 
 
 def resources_fingerprint(cfg: FlagConfig) -> str:

@@ -682,5 +682,5 @@ def train_extra_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, 
         "device": f"{device}, {time.time() - t_start:.0f} s", "history": best["history"],
         "command": "pipeline.offence_encoder.train_extra_encoder",
     }
-    return write_extra_model(out_dir, best, extra_layers=extra_layers, train_positive_rate=float(np.mean(labels)),
+    return write_extra_model(out_dir, best, extra_layers=extra_layers, train_positive_rate=float(np.mean(train_y)),
                              training=training)

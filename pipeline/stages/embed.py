@@ -49,12 +49,18 @@ class Encoder:
 
     def __init__(self, cfg: EmbedConfig, cache_dir, progress: bool = False):
         self.cfg, self.model = cfg, load_model(cfg, cache_dir, progress)
-        self.cache = EmbeddingCache(cache_dir, model_id(cfg))
+        self.cache = EmbeddingCache(cache_dir, model_id(cfg)) if uses_cache(cfg) else None
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
         vectors = encode(self.model, batch["text"].to_list(), self.cfg)
-        self.cache.store(batch["text_hash"].to_list(), vectors)
+        if self.cache is not None:
+            self.cache.store(batch["text_hash"].to_list(), vectors)
         return pl.DataFrame({"vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))})
+
+
+def uses_cache(cfg: EmbedConfig) -> bool:
+    """The static model encodes faster than its vectors could be read back: it is not cached."""
+    return cfg.model != "static-e5"
 
 
 def model_id(cfg: EmbedConfig) -> str:
@@ -79,8 +85,7 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     texts = table["text_norm"].to_list()
     hashes = [text_hash(t) for t in texts]
     distinct = dict(zip(hashes, texts))  # one vector per distinct normalised text
-    cache = EmbeddingCache(ctx.cache_dir, model_id(cfg))
-    vectors = cache.lookup(list(distinct))
+    vectors = EmbeddingCache(ctx.cache_dir, model_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
     todo = [h for h in distinct if h not in vectors]
     ctx.log.info("embed: %d rows, %d distinct texts, %d cached, %d to encode",
                  len(texts), len(distinct), len(distinct) - len(todo), len(todo))

@@ -42,8 +42,11 @@ def sample(path: Path) -> pl.DataFrame:
     return df.select(pl.col("review_id").cast(pl.String).alias("comment_id"), pl.col("review").alias("text"), "cat")
 
 
+CONFIG: tuple[Path | None, list[str]] = (None, [])  # --config / --set, e.g. configs/fast.yaml
+
+
 def prepared(df: pl.DataFrame) -> tuple[pl.DataFrame, StageContext]:
-    cfg = load_config()
+    cfg = load_config(*CONFIG)
     ctx = StageContext(seed=cfg.run.seed, cache_dir=default_cache_dir(), state_dir=None, progress=False)
     path = Path("/tmp/topics_bench_sample.jsonl")
     df.select("comment_id", "text").write_ndjson(path)
@@ -70,7 +73,7 @@ def scores(cats: list[str], labels: np.ndarray) -> dict:
 
 def run_ours(df: pl.DataFrame) -> tuple[dict, np.ndarray]:
     table, ctx = prepared(df)
-    cfg = load_config()
+    cfg = load_config(*CONFIG)
     t0 = time.perf_counter()
     out = topics.run(table, cfg.topics, ctx)
     seconds = time.perf_counter() - t0
@@ -102,22 +105,32 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "bench" / "online_shopping_10_cats.parquet")
     ap.add_argument("--no-bertopic", action="store_true")
+    ap.add_argument("--no-repeat-check", action="store_true", help="skip the two extra processes that check ids repeat")
+    ap.add_argument("--config", type=Path, help="pipeline config, e.g. configs/fast.yaml (static embeddings)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--dump-ids", type=Path, help=argparse.SUPPRESS)  # child process of the reproducibility check
     args = ap.parse_args()
     df = sample(args.data)
+    CONFIG[1].extend(args.overrides)
+    if args.config:
+        globals()["CONFIG"] = (args.config, CONFIG[1])
     if args.dump_ids:
         _, labels = run_ours(df)
         np.save(args.dump_ids, labels)
         return
     result, labels = run_ours(df)
-    print(json.dumps({"rows": df.height, **result}, ensure_ascii=False), flush=True)
+    print(json.dumps({"rows": df.height, "config": str(args.config or "default"), "overrides": args.overrides, **result},
+                     ensure_ascii=False), flush=True)
     if not args.no_bertopic:
         table, _ = prepared(df)
         vectors = table["embedding"].to_numpy().astype(np.float32)
         print(json.dumps({"rows": df.height, **run_bertopic(df, vectors)}, ensure_ascii=False), flush=True)
+    if args.no_repeat_check:
+        return
     dumps = [Path(f"/tmp/topics_ids_{i}.npy") for i in (1, 2)]
     for d in dumps:
-        subprocess.run([sys.executable, __file__, "--data", str(args.data), "--dump-ids", str(d)], check=True)
+        extra = (["--config", str(args.config)] if args.config else []) + [f"--set={o}" for o in args.overrides]
+        subprocess.run([sys.executable, __file__, "--data", str(args.data), "--dump-ids", str(d), *extra], check=True)
     same = np.array_equal(np.load(dumps[0]), np.load(dumps[1])) and np.array_equal(np.load(dumps[0]), labels)
     print(json.dumps({"identical_topic_ids_across_processes": bool(same)}))
 

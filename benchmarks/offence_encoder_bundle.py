@@ -109,7 +109,7 @@ def q4_state(bert, used: np.ndarray) -> dict[str, torch.Tensor]:
         blocks = raw.reshape(rows, cols // QK, Q4_BLOCK_BYTES)
         if dst == "embeddings.word_embeddings.weight":
             blocks, rows = blocks[used], len(used)
-        blocks = np.ascontiguousarray(blocks.reshape(-1, Q4_BLOCK_BYTES))
+        blocks = np.array(blocks.reshape(-1, Q4_BLOCK_BYTES))  # a copy: writable, off the memory map
         state[f"{dst}.q4"] = torch.from_numpy(blocks)
         state[f"{dst}.q4shape"] = torch.tensor([rows, cols], dtype=torch.int64)
         expected = reference[dst] if dst != "embeddings.word_embeddings.weight" else reference[dst][torch.from_numpy(used)]

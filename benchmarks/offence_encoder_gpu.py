@@ -4,6 +4,10 @@ Writes, per variant, the trainable tensors of its best epoch and its dev probabi
 variants can be compared (and blended with the n-gram model) on the CPU machine afterwards.
 
     python benchmarks/offence_encoder_gpu.py --bundle .gpu/bundle --out $OUT [--variants lora16,top4]
+    python benchmarks/offence_encoder_gpu.py --bundle .gpu/bundle_q4 --out $OUT --variants extra1_own,extra2_own
+
+Kind "extra" variants (new layers on top of the frozen, exact e5) need a `--q4` bundle for exact e5
+states; e5 runs once per text (float32), and only the new layers and the head train on its states.
 """
 from __future__ import annotations
 
@@ -21,13 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import offence_encoder as oe  # noqa: E402
 
 VARIANTS = {
-    # name: (kind, r/top, lr, epochs, use_swsr); "_own" variants add the project's own sets, repeated OWN_REPEAT times
+    # name: (kind, r/top/extra layers, lr, epochs, use_swsr); "_own" variants add the project's own sets,
+    # repeated OWN_REPEAT times
     "lora16": ("lora", 16, 5e-4, 4, False),
     "lora16_swsr": ("lora", 16, 5e-4, 4, True),
     "top4": ("top", 4, 1e-4, 4, False),
     "full": ("top", 12, 5e-5, 4, False),
     "lora32": ("lora", 32, 3e-4, 4, False),
     "top4_own": ("top", 4, 1e-4, 3, False),
+    "extra1_own": ("extra", 1, 2e-4, 4, False),
+    "extra2_own": ("extra", 2, 2e-4, 4, False),
+    "extra1_own_lr1e4": ("extra", 1, 1e-4, 4, False),
+    "extra1_own_lr3e4": ("extra", 1, 3e-4, 4, False),
 }
 OWN_REPEAT = 6
 
@@ -44,9 +53,21 @@ def build(config: dict, weights: dict):
 
     cfg = BertConfig(**{k: v for k, v in config.items() if k in BertConfig().to_dict() or k == "vocab_size"})
     bert = BertModel(cfg, add_pooling_layer=False)
+    weights = dequantize(weights)
     missing, unexpected = bert.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
     assert not [m for m in missing if "pooler" not in m], missing
     return bert
+
+
+def dequantize(weights: dict) -> dict:
+    """A `--q4` bundle's 4-bit blocks back to float32 with e5_model's own code (exact)."""
+    from pipeline.e5_model import dequantize_q4_0
+
+    out = {k: v for k, v in weights.items() if not k.endswith((".q4", ".q4shape"))}
+    for name in [k[: -len(".q4")] for k in weights if k.endswith(".q4")]:
+        rows, cols = weights[f"{name}.q4shape"].tolist()
+        out[name] = torch.from_numpy(dequantize_q4_0(weights[f"{name}.q4"].numpy()).reshape(rows, cols))
+    return out
 
 
 def main() -> None:
@@ -56,7 +77,9 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many train and dev rows")
     ap.add_argument("--epochs", type=int, default=0, help="override every variant's epochs")
+    ap.add_argument("--time-budget", type=float, default=0, help="start no variant after this many seconds")
     args = ap.parse_args()
+    t_start = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     seqs, labels, source, config = load_bundle(args.bundle)
     weights = load_file(str(args.bundle / "weights.safetensors"))
@@ -66,13 +89,47 @@ def main() -> None:
     results = {}
     probs = {"dev_y": dev_y}
     own_idx = np.where(source == 4)[0]
+    states = None  # kind "extra": e5's final states per row, computed once for every extra variant
     for name in args.variants.split(","):
+        if args.time_budget and time.time() - t_start > args.time_budget:
+            print(name, "skipped: time budget spent", flush=True)
+            continue
         kind, size, lr, epochs, use_swsr = VARIANTS[name]
         train_idx = np.where((source == 0) | ((source == 2) & use_swsr))[0][: args.limit or None]
-        if name.endswith("_own"):
+        if "_own" in name:
             train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * OWN_REPEAT)
         epochs = args.epochs or epochs
         bert = build(config, weights)
+        if kind == "extra":
+            t0 = time.time()
+            if states is None:
+                need = np.unique(np.concatenate([train_idx, dev_idx, own_idx]))
+                computed = oe.e5_states(bert, [seqs[i] for i in need], device, pad_id=pad)
+                states = dict(zip(need.tolist(), computed))
+                results["e5_states"] = {"rows": int(len(need)), "seconds": time.time() - t0}
+                print("e5 states", json.dumps(results["e5_states"]), flush=True)
+            model = oe.ExtraLayersClassifier.from_bert(bert, size)
+            best = oe.train_on_states(model, [states[i] for i in train_idx], labels[train_idx],
+                                      [states[i] for i in dev_idx], dev_y, device=device, epochs=epochs, lr=lr,
+                                      seed=0, log=lambda s, n=name: print(n, s, flush=True))
+            results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
+                             "trainable": oe.count_trainable(model), "train_rows": int(len(train_idx)),
+                             "seconds": time.time() - t0, "best_epoch": best["epoch"],
+                             "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
+                             "history": best["history"]}
+            probs[name] = best["dev_prob"]
+            if len(own_idx):
+                model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
+                logits = oe.predict_logits_from_states(model, [states[i] for i in own_idx], device)
+                probs[f"{name}_own_heldout"] = 1 / (1 + np.exp(-logits))
+                probs["own_heldout_y"] = labels[own_idx]
+            save_file({k: v.contiguous() for k, v in best["state"].items()}, str(args.out / f"{name}.safetensors"))
+            print(name, json.dumps({k: v for k, v in results[name].items() if k != "history"}), flush=True)
+            del model, bert
+            torch.cuda.empty_cache()
+            np.savez_compressed(args.out / "dev_probs.npz", **probs)  # after every variant: a cut-off run keeps them
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+            continue
         if kind == "lora":
             for p in bert.parameters():
                 p.requires_grad = False

@@ -25,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"quality": ROOT / "configs" / "default.yaml", "fast": ROOT / "configs" / "fast.yaml"}
+MODES = {"default": ROOT / "configs" / "default.yaml", "quality": ROOT / "configs" / "quality.yaml",
+         "fast": ROOT / "configs" / "fast.yaml"}
 
 BARE_ENCODE = """
 import json, sys, time

@@ -44,6 +44,7 @@ class EmbedConfig(Section):
     batch_size: int = Field(64, ge=1, description="Texts per encode call.")
     max_seq_length: int = Field(256, ge=16, le=512, description="Tokens the model reads per text; longer texts are truncated for the model only.")
     threads: int = Field(0, ge=0, description="Torch CPU threads; 0 = all cores.")
+    offence_from_states: bool = Field(False, description="With the e5 model: also compute the offence logit of models/offence_encoder_extra from e5's token states in the same pass (column offence_logit), so the flag stage with offence_encoder 'extra' needs no second transformer pass (configs/quality.yaml).")
 
 
 class DedupConfig(Section):
@@ -79,9 +80,10 @@ class FlagConfig(Section):
     conspiracy_model_weight: float = Field(0.0, ge=0, le=1, description="Share of the embedding head's conspiracy probability in score_conspiracy. 0 since the n-gram model came: the head adds no recall there and, added to it, flagged 17 seed comments (11 clean); it still supplies the nearest labelled example as evidence.")
     conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1, description="Prior the conspiracy n-gram model is recalibrated to (trained where 19% are conspiracy). Cross-validated on the project's own sets with the rules: 0.1 F1 0.60 at 0.7% of clean comments flagged, 0.2 F1 0.72 at 1.6%, 0.3 F1 0.81 at 3.4%..")
     offence_model: Literal["blend", "encoder", "ngram"] = Field("blend", description="Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev).")
-    offence_blend_encoder: float = Field(0.549, description="Blend weight on the encoder's log-odds (logistic regression fitted on COLD dev; models/README.md).")
-    offence_blend_ngram: float = Field(0.376, description="Blend weight on the n-gram model's log-odds.")
-    offence_blend_bias: float = Field(-0.149, description="Blend intercept.")
+    offence_encoder: Literal["top4", "extra"] = Field("top4", description="Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass, COLD dev blend macro-F1 0.922) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass, blend 0.913).")
+    offence_blend_encoder: float | None = Field(None, description="Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev; models/README.md).")
+    offence_blend_ngram: float | None = Field(None, description="Blend weight on the n-gram model's log-odds; none = the encoder's fitted weight.")
+    offence_blend_bias: float | None = Field(None, description="Blend intercept; none = the encoder's fitted intercept.")
     offence_encoder_band: tuple[float, float] = Field((0.0, 1.0), description="With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] keeps COLD dev macro-F1 (0.9228 either way) with the encoder on 28% of COLD dev and 30% of Weibo comments, but on the seed thread it loses '一个市井小贩也搞高科技' (n-gram 0.10, encoder 0.96): derision the n-gram model is sure is clean. Default [0, 1]: encoder on every comment.")
     offence_base_rate: float = Field(0.2, gt=0, lt=1, description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.")
     models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")

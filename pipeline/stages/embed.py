@@ -5,6 +5,8 @@ it (`pipeline/static_model.py`, fast). Both give unit-length float32 vectors.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import polars as pl
 
@@ -44,18 +46,82 @@ def load_model(cfg: EmbedConfig, cache_dir, progress: bool = False):
 
 
 class Encoder:
-    """Batch function (pipeline/executor.py): vectors of `text` rows, stored in the cache as they
-    are made, so a killed run keeps every finished batch."""
+    """Batch function (pipeline/executor.py): vectors (and with `offence_from_states`, offence
+    logits) of `text` rows, stored in the cache as they are made, so a killed run keeps every
+    finished batch."""
 
     def __init__(self, cfg: EmbedConfig, cache_dir, progress: bool = False):
         self.cfg, self.model = cfg, load_model(cfg, cache_dir, progress)
         self.cache = EmbeddingCache(cache_dir, model_id(cfg)) if uses_cache(cfg) else None
+        self.offence = load_offence_encoder(cache_dir) if fused(cfg) else None
+        self.logit_cache = EmbeddingCache(cache_dir, logit_cache_id(cfg, self.offence)) if self.offence else None
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
-        vectors = encode(self.model, batch["text"].to_list(), self.cfg)
+        texts, hashes = batch["text"].to_list(), batch["text_hash"].to_list()
+        if self.offence is None:
+            vectors = encode(self.model, texts, self.cfg)
+        else:
+            vectors, logits = encode_with_offence(self.model, self.offence, texts, self.cfg)
+            self.logit_cache.store(hashes, logits[:, None])
         if self.cache is not None:
-            self.cache.store(batch["text_hash"].to_list(), vectors)
-        return pl.DataFrame({"vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))})
+            self.cache.store(hashes, vectors)
+        out = {"vector": pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))}
+        if self.offence is not None:
+            out["offence_logit"] = pl.Series("offence_logit", logits, dtype=pl.Float32)
+        return pl.DataFrame(out)
+
+
+def fused(cfg: EmbedConfig) -> bool:
+    return cfg.offence_from_states and cfg.model == "multilingual-e5-small"
+
+
+def load_offence_encoder(cache_dir):
+    from pipeline.config import PROJECT_ROOT
+    from pipeline.offence_encoder import OffenceEncoder
+
+    return OffenceEncoder.load(PROJECT_ROOT / "models" / "offence_encoder_extra", cache_dir)
+
+
+def logit_cache_id(cfg: EmbedConfig, offence) -> str:
+    return f"{model_id(cfg)}/offence-extra-{offence.version}"
+
+
+# Texts per sentence-transformers call in the fused pass: each call keeps its texts' token states.
+FUSED_CALL_ROWS = 512
+
+
+def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings exactly as `encode` gives them, and the offence encoder's logits read from the
+    same forward pass's final token states (one extra layer instead of a second e5 pass)."""
+    import torch
+
+    vectors, logits = [], []
+    for start in range(0, len(texts), FUSED_CALL_ROWS):
+        outs = model.encode(texts[start:start + FUSED_CALL_ROWS], prompt_name=cfg.prompt_name,
+                            batch_size=cfg.batch_size, output_value=None, show_progress_bar=False)
+        emb = torch.stack([o["sentence_embedding"] for o in outs]).float()
+        vectors.append(torch.nn.functional.normalize(emb, p=2, dim=1).numpy())
+        lengths = np.array([int(o["attention_mask"].sum()) for o in outs])
+        part = np.empty(len(outs), np.float32)
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        for b in range(0, len(order), cfg.batch_size):
+            idx = order[b:b + cfg.batch_size]
+            width = int(lengths[idx].max())
+            states = torch.zeros(len(idx), width, outs[idx[0]]["token_embeddings"].shape[-1])
+            mask = torch.zeros(len(idx), width, dtype=torch.int64)
+            for row, i in enumerate(idx):
+                states[row, :lengths[i]] = outs[i]["token_embeddings"][:lengths[i]]
+                mask[row, :lengths[i]] = 1
+            part[idx] = offence.logits_from_states(states, mask)
+        logits.append(part)
+    return (np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, DIM), np.float32),
+            np.concatenate(logits) if logits else np.zeros(0, np.float32))
+
+
+def offence_extra_fingerprint() -> str:
+    from pipeline.config import PROJECT_ROOT
+
+    return hashlib.sha256((PROJECT_ROOT / "models" / "offence_encoder_extra" / "model.json").read_bytes()).hexdigest()[:16]
 
 
 def uses_cache(cfg: EmbedConfig) -> bool:
@@ -86,25 +152,37 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     hashes = [text_hash(t) for t in texts]
     distinct = dict(zip(hashes, texts))  # one vector per distinct normalised text
     vectors = EmbeddingCache(ctx.cache_dir, model_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
-    todo = [h for h in distinct if h not in vectors]
+    logits: dict = {}
+    if fused(cfg):
+        logits = EmbeddingCache(ctx.cache_dir, logit_cache_id(cfg, load_offence_encoder(ctx.cache_dir))).lookup(list(distinct))
+    todo = [h for h in distinct if h not in vectors or (fused(cfg) and h not in logits)]
     ctx.log.info("embed: %d rows, %d distinct texts, %d cached, %d to encode",
                  len(texts), len(distinct), len(distinct) - len(todo), len(todo))
     if todo:
         batch = pl.DataFrame({"text_hash": pl.Series(todo, dtype=pl.UInt64), "text": [distinct[h] for h in todo]})
-        new = ctx.executor.map_batches(Encoder, batch, batch_size=CHUNK_ROWS, desc="embed",
-                                       cfg=cfg, cache_dir=ctx.cache_dir)["vector"].to_numpy()
-        vectors.update(zip(todo, new))
+        encoded = ctx.executor.map_batches(Encoder, batch, batch_size=CHUNK_ROWS, desc="embed",
+                                           cfg=cfg, cache_dir=ctx.cache_dir)
+        vectors.update(zip(todo, encoded["vector"].to_numpy()))
+        if fused(cfg):
+            logits.update(zip(todo, encoded["offence_logit"].to_numpy()[:, None]))
+        del encoded
     ctx.facts.update(embed_model=model_id(cfg), distinct_texts=len(distinct), encoded=len(todo))
     if not hashes:
         return table.with_columns(pl.Series("embedding", [], dtype=pl.Array(pl.Float32, DIM)))
     # One matrix of the distinct texts, then a gather: copies of a text share its row.
     position = {h: i for i, h in enumerate(distinct)}
     distinct_matrix = np.stack([vectors.pop(h) for h in distinct])
-    matrix = distinct_matrix[np.fromiter((position[h] for h in hashes), np.int64, len(hashes))]
+    rows = np.fromiter((position[h] for h in hashes), np.int64, len(hashes))
+    matrix = distinct_matrix[rows]
     del distinct_matrix
-    return table.with_columns(pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1])))
+    columns = [pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1]))]
+    if fused(cfg):
+        distinct_logits = np.array([float(logits[h][0]) for h in distinct], dtype=np.float32)
+        columns.append(pl.Series("offence_logit", distinct_logits[rows], dtype=pl.Float32))
+    return table.with_columns(columns)
 
 
 STAGE = Stage(name="embed", version="1", config_section="embed",
-              code_modules=("pipeline.e5_model", "pipeline.static_model", "pipeline.embedding_cache"),
+              code_modules=("pipeline.e5_model", "pipeline.static_model", "pipeline.embedding_cache", "pipeline.offence_encoder"),
+              resources=lambda cfg: offence_extra_fingerprint() if fused(cfg) else "",
               requires=("text_norm",), adds=("embedding",), run=run)

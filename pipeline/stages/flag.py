@@ -42,11 +42,22 @@ CATEGORIES = ("abuse", "hate", "conspiracy")
 OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.25}}
 
 
+ENCODER_DIRS = {"top4": "offence_encoder", "extra": "offence_encoder_extra"}
+
+
 @lru_cache(maxsize=4)
-def load_encoder(models_dir: Path, cache_dir: Path | None):
+def load_encoder(models_dir: Path, cache_dir: Path | None, which: str = "top4"):
     from pipeline.offence_encoder import OffenceEncoder
 
-    return OffenceEncoder.load(models_dir / "offence_encoder", cache_dir)
+    return OffenceEncoder.load(models_dir / ENCODER_DIRS[which], cache_dir)
+
+
+def blend_weights(cfg: FlagConfig, encoder) -> tuple[float, float, float]:
+    """(encoder, n-gram, bias): the config's where set, else those fitted with the encoder."""
+    fitted = encoder.meta["blend_with_ngram"]
+    pick = lambda mine, key: fitted[key] if mine is None else mine  # noqa: E731
+    return (pick(cfg.offence_blend_encoder, "encoder"), pick(cfg.offence_blend_ngram, "ngram"),
+            pick(cfg.offence_blend_bias, "bias"))
 
 
 @lru_cache(maxsize=4)
@@ -85,15 +96,16 @@ def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Pat
         # reads comments the n-gram model is unsure about (NaN = not run, shown as such).
         low, high = cfg.offence_encoder_band if cfg.offence_model == "blend" else (0.0, 1.0)
         run = np.flatnonzero((parts["ngram"] >= low) & (parts["ngram"] <= high))
-        if encoder_logits is None:
+        encoder = load_encoder(models_dir, cache_dir, cfg.offence_encoder)
+        if encoder_logits is None:  # else computed from the embed stage's token states
             encoder_logits = np.full(len(texts_norm), np.nan, np.float32)
-            encoder_logits[run] = load_encoder(models_dir, cache_dir).logits([texts_norm[i] for i in run])
+            encoder_logits[run] = encoder.logits([texts_norm[i] for i in run])
         parts["encoder"] = np.clip(expit(encoder_logits), 1e-6, 1 - 1e-6)
         if cfg.offence_model == "encoder":
             log_odds = logit(parts["encoder"])
         else:
-            log_odds[run] = (cfg.offence_blend_encoder * logit(parts["encoder"][run])
-                             + cfg.offence_blend_ngram * log_odds[run] + cfg.offence_blend_bias)
+            w_encoder, w_ngram, bias = blend_weights(cfg, encoder)
+            log_odds[run] = w_encoder * logit(parts["encoder"][run]) + w_ngram * log_odds[run] + bias
     shift = logit(cfg.offence_base_rate) - logit(ngram.train_positive_rate)
     return expit(log_odds + shift), parts
 
@@ -226,8 +238,9 @@ class Scorer:
         # Vectors only travel when the head's probability counts; the nearest-example evidence is
         # added afterwards, for the few rows that need it (run()).
         vectors = batch["embedding"].to_numpy().astype(np.float32) if "embedding" in batch.columns else None
+        logits = batch["offence_logit"].to_numpy().astype(np.float32) if "offence_logit" in batch.columns else None
         return pl.DataFrame(score_texts(batch["text_norm"].to_list(), vectors, self.cfg, self.cache_dir,
-                                        example_vectors=self.example_vectors), schema=SCORE_SCHEMA)
+                                        encoder_logits=logits, example_vectors=self.example_vectors), schema=SCORE_SCHEMA)
 
 
 def models_dir_of(cfg: FlagConfig) -> Path:
@@ -239,8 +252,12 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     distinct = table["text_norm"].unique(maintain_order=True)
     example_vectors = examples_in_run_space(cfg, ctx)
     with_vectors = cfg.conspiracy_model_weight > 0
-    batch = (table.select("text_norm", "embedding").unique("text_norm", keep="first", maintain_order=True)
-             if with_vectors else distinct.to_frame())
+    # The embed stage's offence logits (embed.offence_from_states) are the 'extra' encoder's.
+    with_logits = ("offence_logit" in table.columns and cfg.offence_encoder == "extra"
+                   and cfg.offence_model != "ngram" and table["offence_logit"].null_count() == 0)
+    columns = ["text_norm"] + ["embedding"] * with_vectors + ["offence_logit"] * with_logits
+    batch = (table.select(columns).unique("text_norm", keep="first", maintain_order=True)
+             if len(columns) > 1 else distinct.to_frame())
     scored = ctx.executor.map_batches(Scorer, batch, batch_size=CHUNK_ROWS, desc="flag", cfg=cfg,
                                       cache_dir=ctx.cache_dir, example_vectors=example_vectors)
     scored = scored.with_columns(distinct.alias("text_norm"))
@@ -254,7 +271,8 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
         [(pl.col(f"score_{c}") >= thresholds[c]).alias(f"flag_{c}") for c in CATEGORIES])
     table = table.with_columns(pl.any_horizontal([f"flag_{c}" for c in CATEGORIES]).alias("needs_review"))
     ctx.facts.update(offence_model_version=res["offence"].version, offence_model=cfg.offence_model,
-                     offence_encoder_version=load_encoder(models_dir_of(cfg), ctx.cache_dir).version if cfg.offence_model != "ngram" else None, conspiracy_model_version=res["conspiracy_head"].version,
+                     offence_encoder_version=load_encoder(models_dir_of(cfg), ctx.cache_dir, cfg.offence_encoder).version if cfg.offence_model != "ngram" else None,
+                     offence_logits_from_embed=with_logits, conspiracy_model_version=res["conspiracy_head"].version,
                      thresholds=thresholds,
                      flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
                      needs_review=int(table["needs_review"].sum()))
@@ -281,7 +299,7 @@ def _add_nearest_examples(scored: pl.DataFrame, table: pl.DataFrame, cfg: FlagCo
 def resources_fingerprint(cfg: FlagConfig) -> str:
     """Retraining the model or editing a lexicon or rule must rerun the stage."""
     root = models_dir_of(cfg)
-    files = [root / "offence" / "model.json", root / "offence_encoder" / "model.json", root / "conspiracy" / "head.json", root / "conspiracy_ngram" / "model.json", *sorted((root / "lexicons").glob("*.txt")),
+    files = [root / "offence" / "model.json", root / "offence_encoder" / "model.json", root / "offence_encoder_extra" / "model.json", root / "conspiracy" / "head.json", root / "conspiracy_ngram" / "model.json", *sorted((root / "lexicons").glob("*.txt")),
              *sorted((root / "rules").glob("*.yaml"))]
     h = hashlib.sha256()
     for f in files:

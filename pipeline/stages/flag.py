@@ -7,9 +7,10 @@ Categories (definitions also in README and models/README.md):
 - conspiracy: claims that hidden actors secretly steer events, as opposed to criticism or reporting.
 
 Scores combine independent signals by noisy-OR (1 - prod(1 - s)):
-The offence probability blends two models by a logistic regression fitted on COLD dev
-(`flag.offence_blend_*`): the fine-tuned e5 encoder (models/offence_encoder) and character n-grams
-(models/offence). It is then recalibrated from the training prior (COLD: half offensive) to
+The offence probability blends two models by a logistic regression fitted on COLD dev (stored with
+the encoder; `flag.offence_blend_*` override it): a fine-tuned encoder (`flag.offence_encoder`:
+models/offence_encoder, or models/offence_encoder_extra whose logits the embed stage can compute in
+its own pass) and character n-grams (models/offence). It is then recalibrated from the training prior (COLD: half offensive) to
 `flag.offence_base_rate`, the share expected on the platform.
 - abuse = insult- and contempt-lexicon weights and the offence probability (each halved when a group is named)
 - hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.25 when no group is named)

@@ -22,8 +22,9 @@ from pipeline import e5_model
 
 log = logging.getLogger("pipeline")
 M2V_VERSION = "0.8.0"
+BUILD = 2  # 1 saved Fortran-ordered (scrambled) vectors
 STATIC_DIMS = 256
-MODEL_ID = f"static-{e5_model.MODEL_ID}/m2v{M2V_VERSION}/pca{STATIC_DIMS}"
+MODEL_ID = f"static-{e5_model.MODEL_ID}/m2v{M2V_VERSION}/pca{STATIC_DIMS}/build{BUILD}"
 MARKER = "BUILT.json"
 _LOADED: dict = {}
 
@@ -82,7 +83,14 @@ def distill(e5_dir: Path, out: Path, progress: bool = True) -> None:
     model = AutoModel.from_pretrained(str(e5_dir))
     tokenizer = AutoTokenizer.from_pretrained(str(e5_dir), use_fast=True)
     static = distill_from_model(model=model, tokenizer=tokenizer, pca_dims=STATIC_DIMS, device="cpu")
+    # PCA hands back a Fortran-ordered matrix, and safetensors writes memory order without a word:
+    # saved as is, every vector would be scrambled on reload. Save C order, then check the reload.
+    static.embedding = np.ascontiguousarray(static.embedding)
     static.save_pretrained(str(out))
+    from model2vec import StaticModel
+
+    if not np.array_equal(StaticModel.from_pretrained(str(out)).embedding, static.embedding):
+        raise RuntimeError(f"{out}: the saved static model does not reload to the distilled vectors")
     files = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
     (out / MARKER).write_text(json.dumps({"model_id": MODEL_ID, "source": str(e5_dir), "files": files}, indent=1),
                               encoding="utf-8")

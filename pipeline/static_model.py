@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,19 +50,12 @@ def ensure_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
     with e5_model._lock(final.parent / f".{final.name}.lock"):  # a second process waits for the first build
         if is_complete(final):
             return final
-        for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
+        e5_model._remove_leftovers(final)
         log.warning("distilling the static embedding model from e5 into %s (once per machine; about "
                     "10 minutes on 2 cores)", final)
         start = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
-            distill(e5_model.ensure_model(cache_dir, progress), tmp, progress)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        e5_dir = e5_model.ensure_model(cache_dir, progress)
+        e5_model._build_atomically(final, lambda tmp: distill(e5_dir, tmp, progress))
         log.warning("distilled %s in %.0f s", final, time.monotonic() - start)
     return final
 

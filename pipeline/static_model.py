@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import e5_model
+from pipeline import e5_model, model_cache
 
 log = logging.getLogger("pipeline")
 M2V_VERSION = "0.8.0"
@@ -44,19 +44,15 @@ def is_complete(folder: Path) -> bool:
 def ensure_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The folder of the static model, distilling it first if it is not there yet."""
     final = model_dir(cache_dir)
-    if is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with e5_model._lock(final.parent / f".{final.name}.lock"):  # a second process waits for the first build
-        if is_complete(final):
-            return final
-        e5_model._remove_leftovers(final)
+
+    def build(tmp: Path) -> None:
         log.warning("distilling the static embedding model from e5 into %s (once per machine; about "
                     "10 minutes on 2 cores)", final)
         start = time.monotonic()
-        e5_dir = e5_model.ensure_model(cache_dir, progress)
-        e5_model._build_atomically(final, lambda tmp: distill(e5_dir, tmp, progress))
+        distill(e5_model.ensure_model(cache_dir, progress), tmp, progress)
         log.warning("distilled %s in %.0f s", final, time.monotonic() - start)
+
+    model_cache.build_once(final, is_complete, build)  # a second process waits for the first build
     return final
 
 

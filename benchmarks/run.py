@@ -5,8 +5,9 @@
 
 The pipeline runs as its own `python -m pipeline run` process with a fresh embedding cache (the
 models are reused, so no conversion is timed); peak RSS is that process's (and its children's,
-e.g. Ray workers) high-water mark. Then a second process encodes the run's distinct normalised
-texts with the same embedding model and settings, timing the encode call alone.
+e.g. Ray workers) high-water mark. A separate process encodes the run's distinct normalised
+texts with the same embedding model and settings, timing the encode call alone, once before and
+once after the run; the mean of the two is the bare encode time.
 Prints one JSON line: rows, distinct texts, seconds per stage, total seconds, bare encode seconds,
 ratio total/encode, peak RSS MB.
 """
@@ -36,7 +37,7 @@ from pipeline.config import load_config
 from pipeline.stage import StageContext
 from pipeline.stages import embed
 cfg = load_config(Path(sys.argv[1]), [])
-texts = pl.read_parquet(sys.argv[2])["text_norm"].unique(maintain_order=True).to_list()
+texts = pl.read_parquet(sys.argv[2])["text_norm"].drop_nulls().unique(maintain_order=True).to_list()
 ctx = StageContext(seed=0, cache_dir=Path(sys.argv[3]), state_dir=None, progress=False)
 model = embed.load_model(cfg.embed, ctx.cache_dir)
 embed.encode(model, texts[:256], cfg.embed)  # warm-up: first-call allocations are not the model's speed
@@ -54,6 +55,28 @@ def fresh_cache(work: Path) -> Path:
     cache.mkdir()
     (cache / "models").symlink_to(default_cache_dir() / "models")
     return cache
+
+
+def normalised_texts(sample: Path, mode: str, work: Path) -> Path:
+    """`text_norm` of every input row as the ingest stage makes it, for the encode before the run."""
+    from pipeline.config import load_config
+    from pipeline.readers import read_inputs
+    from pipeline.stages.ingest import Normalizer
+
+    cfg = load_config(MODES[mode], []).ingest
+    raw = read_inputs([sample], cfg.id_column, cfg.text_column, cfg.thread_comments_start)
+    texts = raw.filter(pl.col("read_error").is_null() & pl.col("raw_text").is_not_null())["raw_text"]
+    path = work / "text_norm.parquet"
+    Normalizer(cfg.max_chars)(pl.DataFrame({"text": texts})).write_parquet(path)
+    return path
+
+
+def bare_encode(mode: str, texts_parquet: Path, cache: Path, env: dict) -> dict:
+    enc = subprocess.run([sys.executable, "-c", BARE_ENCODE, str(MODES[mode]), str(texts_parquet), str(cache)],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    if enc.returncode != 0:
+        raise SystemExit(f"bare encode failed:\n{enc.stderr[-4000:]}")
+    return json.loads(enc.stdout.strip().splitlines()[-1])
 
 
 def children_peak_rss_mb() -> float:
@@ -79,6 +102,9 @@ def main() -> None:
     cache = fresh_cache(work)
     env = dict(os.environ, PIPELINE_CACHE_DIR=str(cache))
     out = work / "out"
+    # The bare encode runs once before and once after the pipeline, and their mean is the
+    # denominator: on a shared machine the same encode varied by +-10% from minute to minute.
+    before = bare_encode(args.mode, normalised_texts(sample, args.mode, work), cache, env)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(sample), "--output", str(out),
                           "--config", str(MODES[args.mode]), "--executor", args.executor, "--quiet"],
@@ -91,18 +117,19 @@ def main() -> None:
     stages = {s["name"]: s["seconds"] for s in manifest["stages"]}
     embed_facts = next(s["facts"] for s in manifest["stages"] if s["name"] == "embed")
 
-    enc = subprocess.run([sys.executable, "-c", BARE_ENCODE, str(MODES[args.mode]), str(out / "comments.parquet"),
-                          str(cache)], cwd=ROOT, env=env, capture_output=True, text=True)
-    if enc.returncode != 0:
-        raise SystemExit(f"bare encode failed:\n{enc.stderr[-4000:]}")
-    bare = json.loads(enc.stdout.strip().splitlines()[-1])
+    after = bare_encode(args.mode, out / "comments.parquet", cache, env)
+    if before["texts"] != after["texts"]:
+        print(f"note: {before['texts']} distinct texts encoded before the run, {after['texts']} in its output",
+              file=sys.stderr)
+    bare_seconds = (before["seconds"] + after["seconds"]) / 2
     print(json.dumps({
         "input": args.input.name, "mode": args.mode, "executor": args.executor,
         "rows": manifest["summary"]["rows_in"], "distinct_texts": embed_facts["distinct_texts"],
         "distinct_fraction": round(embed_facts["distinct_texts"] / max(1, manifest["summary"]["kept"]), 3),
         "stage_seconds": stages, "pipeline_seconds_in_run": manifest["seconds"],
-        "total_seconds": round(total, 1), "bare_encode_seconds": round(bare["seconds"], 1),
-        "ratio_total_to_encode": round(total / bare["seconds"], 3), "peak_rss_mb": round(peak),
+        "total_seconds": round(total, 1), "bare_encode_seconds": round(bare_seconds, 1),
+        "bare_encode_before_after": [round(before["seconds"], 1), round(after["seconds"], 1)],
+        "ratio_total_to_encode": round(total / bare_seconds, 3), "peak_rss_mb": round(peak),
         "cpus": os.cpu_count(),
     }))
     if args.keep:

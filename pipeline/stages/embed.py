@@ -76,10 +76,14 @@ def fused(cfg: EmbedConfig) -> bool:
 
 
 def load_offence_encoder(cache_dir):
-    from pipeline.config import PROJECT_ROOT
-    from pipeline.offence_encoder import OffenceEncoder
+    """Loaded once per process (about a second each time), like the embedding model."""
+    key = ("offence_encoder_extra", str(cache_dir))
+    if key not in _MODELS:
+        from pipeline.config import PROJECT_ROOT
+        from pipeline.offence_encoder import OffenceEncoder
 
-    return OffenceEncoder.load(PROJECT_ROOT / "models" / "offence_encoder_extra", cache_dir)
+        _MODELS[key] = OffenceEncoder.load(PROJECT_ROOT / "models" / "offence_encoder_extra", cache_dir)
+    return _MODELS[key]
 
 
 def logit_cache_id(cfg: EmbedConfig, offence) -> str:

@@ -84,13 +84,12 @@ class RayExecutor:
 
         # The local executor's batches exactly: a model's floating-point results can depend on which
         # texts share a padded batch, so other batches could change low bits of the vectors.
-        size = batch_size
-        blocks = [table[i:i + size].to_arrow() for i in range(0, table.height, size)]
+        blocks = [table[i:i + batch_size].to_arrow() for i in range(0, table.height, batch_size)]
         ds = self.ray.data.from_arrow(blocks).map_batches(
             _Adapter, fn_constructor_kwargs={"fn_class": fn_class, "fn_kwargs": fn_kwargs},
             compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,
             # Copies each batch: polars cannot read a sliced fixed-size-list column with nulls.
-            batch_format="pyarrow", batch_size=size, zero_copy_batch=False)
+            batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=False)
         parts = self.ray.get(ds.to_arrow_refs())
         return pl.from_arrow(pa.concat_tables(parts, promote_options="default"))
 

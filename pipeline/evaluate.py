@@ -65,25 +65,39 @@ def evaluate(inputs: list[Path], labels_path: Path, cfg: Config) -> dict:
     else:
         raise readers.InputFileError(f"{labels_path}: no {cfg.ingest.id_column!r} column and {labels.height} rows "
                                      f"for {pred.height} comments; add ids or give one label row per comment")
-    result = {}
+    truths = {}
     for category, names in LABEL_COLUMNS.items():
         name = next((n for n in names if n in labels.columns), None)
         if name is None:
             continue
         col = name if name in joined.columns and name not in pred.columns else f"{name}_label"
-        truth = [str(v).strip() in ("1", "1.0", "True", "true") for v in joined[col].to_list()]
-        result[category] = scores(truth, joined[f"flag_{category}"].to_list())
-    if not result:
+        truths[category] = [str(v).strip() in ("1", "1.0", "True", "true") for v in joined[col].to_list()]
+    if not truths:
         raise readers.InputFileError(f"{labels_path}: no label columns; expected some of "
                                      + ", ".join(n for names in LABEL_COLUMNS.values() for n in names))
+    result = {category: scores(truth, joined[f"flag_{category}"].to_list()) for category, truth in truths.items()}
     result["macro_f1_mean"] = round(sum(r["macro_f1"] for r in result.values()) / len(result), 4)
+    personal = [truths[c] for c in ("abuse", "hate") if c in truths]
+    if "offensive" not in truths and personal:
+        # What COLD and ToxiCN call offensive: abusive or hateful. Not part of the mean (it repeats them).
+        result["offensive"] = scores([any(t) for t in zip(*personal)], joined["flag_offensive"].to_list())
+    flagged_any = (joined["flag_abuse"] | joined["flag_hate"] | joined["flag_conspiracy"]).to_list()
+    clean = [not any(t) for t in zip(*truths.values())]
+    n_clean = sum(clean)
+    n_flagged = sum(f for f, c in zip(flagged_any, clean) if c)
+    # The moderators' cost: comments labelled clean in every given category that get any flag.
+    result["clean_flagged"] = {"n": n_clean, "flagged": n_flagged,
+                               "share": round(n_flagged / n_clean, 4) if n_clean else 0.0}
     return result
 
 
 def format_table(result: dict) -> str:
     lines = [f"{'category':<12}{'n':>7}{'pos':>7}{'flagged':>9}{'prec':>8}{'recall':>8}{'f1':>8}{'macroF1':>9}{'acc':>8}"]
     for cat, r in result.items():
-        if isinstance(r, dict):
+        if isinstance(r, dict) and "precision" in r:
             lines.append(f"{cat:<12}{r['n']:>7}{r['positives']:>7}{r['flagged']:>9}{r['precision']:>8.3f}"
                          f"{r['recall']:>8.3f}{r['f1']:>8.3f}{r['macro_f1']:>9.3f}{r['accuracy']:>8.3f}")
+    clean = result.get("clean_flagged")
+    if clean:
+        lines.append(f"clean comments flagged in any category: {clean['flagged']} of {clean['n']} ({clean['share']:.1%})")
     return "\n".join(lines) + "\n" + json.dumps(result, ensure_ascii=False)

@@ -16,10 +16,13 @@ def test_evaluate_prints_per_category_scores(tmp_path):
     assert result.returncode == 0, result.stderr
     table, line = result.stdout.strip().rsplit("\n", 1)
     scores = json.loads(line)
-    assert set(scores) == {"abuse", "conspiracy", "macro_f1_mean"}
+    assert set(scores) == {"abuse", "conspiracy", "macro_f1_mean", "offensive", "clean_flagged"}
     assert scores["abuse"]["n"] == 4 and scores["abuse"]["positives"] == 1
     assert scores["conspiracy"]["recall"] == 1.0 and scores["conspiracy"]["precision"] == 1.0
-    assert "macroF1" in table
+    # offensive = abusive or hate (only abusive given here); clean = rows b and d, neither flagged
+    assert scores["offensive"]["positives"] == 1
+    assert scores["clean_flagged"] == {"n": 2, "flagged": 0, "share": 0.0}
+    assert "macroF1" in table and "clean comments flagged in any category: 0 of 2" in table
 
 
 def test_evaluate_without_label_columns_is_a_clear_error(tmp_path):

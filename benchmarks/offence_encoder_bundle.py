@@ -53,7 +53,7 @@ def main() -> None:
         for row in own.iter_rows(named=True):
             texts.append(normalize_text(row["text"]))
             labels.append(int(row["abusive"] or row["hate"]))
-            source.append(3 if own_split(row["id"]) == "train" else 4)
+            source.append(3 if own_split(row) == "train" else 4)
     labels, source = np.array(labels, np.int8), np.array(source, np.int8)
 
     st = e5_model.load_sentence_transformer(e5_model.default_cache_dir())

@@ -61,13 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--encoder", action="store_true",
                        help="train only the fine-tuned encoder (models/offence_encoder); needs a GPU to finish in minutes")
-    train.add_argument("--device", default="cpu", help="torch device for --encoder, e.g. cuda")
-    train.add_argument("--epochs", type=int, default=3, help="epochs for --encoder")
+    train.add_argument("--adapt-encoder", action="store_true",
+                       help="continue fine-tuning the shipped encoder (--encoder-out) on the own sets' training rows plus "
+                            "a COLD sample, choosing on their held-out rows, then refit the blend; 2 CPU cores: ~20 minutes. "
+                            "Give your own labelled comments with --own to adapt it to your platform")
+    train.add_argument("--device", default="cpu", help="torch device for --encoder and --adapt-encoder, e.g. cuda")
+    train.add_argument("--epochs", type=int, default=3, help="epochs for --encoder and --adapt-encoder (the best one on held-out rows is kept)")
     train.add_argument("--limit", type=int, default=0, help="--encoder smoke test: train and choose on this many COLD rows")
     train.add_argument("--encoder-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence_encoder")
     train.add_argument("--own", type=Path, action="append",
-                       default=[Path(__file__).resolve().parents[1] / "tests" / "data" / n for n in ("abuse_dev.csv", "conspiracy_dev.csv")],
-                       help="the project's own labelled sets (even ids train the encoder; odd ids stay held out)")
+                       default=[Path(__file__).resolve().parents[1] / "tests" / "data" / n
+                                for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")],
+                       help="the project's own labelled sets: CSV with id, text, abusive, hate, conspiracy and optionally "
+                            "split (train / heldout / test; without it even ids train and odd ids are held out)")
 
     ev = sub.add_parser("evaluate", help="precision, recall, F1 per category of the flags against labels")
     ev.add_argument("--input", "-i", action="append", required=True, type=Path, help="comments, as for run")
@@ -119,6 +125,15 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
     for d in (args.cold,):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
+    if args.adapt_encoder:
+        from pipeline import offence_blend, offence_encoder
+
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        meta = offence_encoder.adapt_encoder(args.encoder_out, args.cold, args.own, args.encoder_out, device=args.device,
+                                             epochs=args.epochs, seed=args.seed, log=log)
+        blend = offence_blend.refit(args.encoder_out, args.out, args.cold, args.own, log=log)
+        print(json.dumps({"offence_encoder": meta["adaptation"]["selection"], "blend": blend}, ensure_ascii=False))
+        return EXIT_OK
     if args.encoder:
         from pipeline import offence_encoder
 

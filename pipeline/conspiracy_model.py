@@ -135,7 +135,7 @@ def _best_threshold(y: np.ndarray, score: np.ndarray) -> dict:
 
 def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     """Character 1-3-gram TF-IDF + logistic regression on the project's own labelled sets (every
-    row; `conspiracy` column), in the offence model's file format. Cross-validated first (5 folds):
+    row but a "test" split; `conspiracy` column), in the offence model's file format. Cross-validated first (5 folds):
     the rules plus this model, recalibrated to `flag.conspiracy_ngram_prior`, at threshold 0.5."""
     from scipy.special import expit, logit
     from sklearn.model_selection import StratifiedKFold
@@ -147,7 +147,10 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
 
     from pipeline.match_key import match_key
 
-    frames = [pl.read_csv(p, infer_schema_length=0).select("text", "conspiracy") for p in own_csvs]
+    # Every row but a set's "test" split (thread_dev.csv), which stays unseen; see offence_encoder.own_split.
+    frames = [df.filter(pl.col("split") != "test") if "split" in df.columns else df
+              for df in (pl.read_csv(p, infer_schema_length=0) for p in own_csvs)]
+    frames = [df.select("text", "conspiracy") for df in frames]
     data = pl.concat(frames)
     norm = [normalize_text(t) for t in data["text"].to_list()]
     # It reads the matching key, like the rules: punctuation and spacing are no evidence of a claim.

@@ -64,3 +64,16 @@ def test_homophone_spellings_do_not_hide_an_insult_or_a_slur_but_ordinary_words_
     assert t["flag_abuse"][0] and any("傻币" in e for e in t["evidence_abuse"][0])
     assert t["flag_hate"][1] and any("黑桂" in e for e in t["evidence_hate"][1])
     assert not t["needs_review"][2] and not t["needs_review"][3]
+
+
+def test_threats_and_pinyin_initials_are_abuse_and_a_curse_on_a_named_group_is_hate():
+    t, _ = flag(["有种别跑,下次见你一次打一次", "wcnm,谁把我车划了", "日本人都该死", "今天的比赛很精彩"])
+    assert t["flag_abuse"][0] and t["flag_abuse"][1]
+    assert t["flag_hate"][2] and any("日本人" in e for e in t["evidence_hate"][2])
+    assert not t["needs_review"][3]
+
+
+def test_objecting_to_regional_slurs_is_not_itself_hate():
+    # "地域黑" names the behaviour; comments that use it mostly object to it.
+    t, _ = flag(["地域黑真的很无聊,哪里都有好人和坏人", "新闻哪写河南了?地域黑能不能消停点"])
+    assert not t["flag_hate"].any()

@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--own", type=Path, action="append",
                        default=[Path(__file__).resolve().parents[1] / "tests" / "data" / n
                                 for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")],
-                       help="the project's own labelled sets: CSV with id, text, abusive, hate, conspiracy and optionally "
-                            "split (train / heldout / test; without it even ids train and odd ids are held out)")
+                       help="add a labelled set to the project's own (tests/data/abuse_dev.csv, conspiracy_dev.csv, thread_dev.csv): "
+                            "CSV with id, text, abusive, hate, conspiracy and optionally split (train / heldout / test; "
+                            "without it even ids train and odd ids are held out)")
 
     ev = sub.add_parser("evaluate", help="precision, recall, F1 per category of the flags against labels")
     ev.add_argument("--input", "-i", action="append", required=True, type=Path, help="comments, as for run")

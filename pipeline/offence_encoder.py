@@ -518,7 +518,11 @@ def own_split(row: dict) -> str:
         if split not in ("train", "heldout", "test"):
             raise ValueError(f"row {row.get('id')!r}: split {split!r} is not train, heldout or test")
         return split
-    return "train" if int(row["id"].lstrip("abcdefghijklmnopqrstuvwxyz_")) % 2 == 0 else "heldout"
+    digits = (row.get("id") or "").lstrip("abcdefghijklmnopqrstuvwxyz_")
+    if not digits.isdigit():
+        raise ValueError(f"row id {row.get('id')!r}: without a split column (train / heldout / test) a labelled set "
+                         f"is halved by id, which must be letters then a number, e.g. a012")
+    return "train" if int(digits) % 2 == 0 else "heldout"
 
 
 def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], list[int], list[tuple[str, int]], list[tuple[str, int]]]:

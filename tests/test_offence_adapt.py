@@ -25,6 +25,8 @@ def test_own_split_reads_a_split_column_or_halves_by_id():
     assert own_split({"id": "x1", "split": "heldout"}) == "heldout"
     with pytest.raises(ValueError, match="split 'dev'"):
         own_split({"id": "x1", "split": "dev"})
+    with pytest.raises(ValueError, match="halved by id"):
+        own_split({"id": "c-5"})
 
 
 def write_own(path, rows):

@@ -545,6 +545,20 @@ def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], lis
     return train_x, train_y, dev, own_rows(own_sets, "train")
 
 
+def stage_top_layers(out_dir: Path, trained: dict[str, torch.Tensor]) -> tuple[Path, str]:
+    """Write trained top layers (float16) and head (float32) to a staging folder beside `out_dir`
+    (moved into place by the caller with model.json); return the folder and the file's sha256."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    state = {k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in trained.items()}
+    staging = out_dir.with_name(f".{out_dir.name}.tmp")
+    staging.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(staging / "top_layers.safetensors"))
+    return staging, hashlib.sha256((staging / "top_layers.safetensors").read_bytes()).hexdigest()
+
+
 def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
                   epochs: int = 3, top_layers: int = 4, own_repeat: int = 6, limit: int = 0, seed: int = 0,
                   log=print) -> dict:
@@ -552,9 +566,6 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     (repeated `own_repeat` times), choose the epoch and threshold on COLD dev without train texts,
     and write `top_layers.safetensors` and `model.json` to `out_dir`. A GPU takes about 2 minutes;
     two CPU cores take hours (`limit` trains on that many rows only, for a smoke test)."""
-    import hashlib
-
-    from safetensors.torch import save_file
     from transformers import AutoTokenizer, BertModel
 
     from pipeline import e5_model
@@ -580,10 +591,7 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     best = train(model, encode(texts), labels, encode([t for t, _ in dev]), dev_y, device=device,
                  epochs=epochs, seed=seed, pad_id=tokenizer.pad_token_id, log=log)
 
-    state = {k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in best["state"].items()}
-    staging = out_dir.with_name(f".{out_dir.name}.tmp")
-    staging.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(staging / "top_layers.safetensors"))
+    staging, digest = stage_top_layers(out_dir, best["state"])
     meta = {
         "format_version": 1, "kind": "top", "top_layers": top_layers,
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
@@ -591,7 +599,7 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
         "base_model": e5_model.MODEL_ID,
         "threshold": best["threshold"], "train_positive_rate": float(np.mean(train_y)),
         "weights": {"file": "top_layers.safetensors",
-                    "sha256": hashlib.sha256((staging / "top_layers.safetensors").read_bytes()).hexdigest(),
+                    "sha256": digest,
                     "holds": f"the top {top_layers} encoder layers (float16) and the linear head (float32)"},
         "training": {
             "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
@@ -625,7 +633,7 @@ def own_rows(own_sets: list[Path], part: str) -> list[tuple[str, int]]:
 
 
 def adapt_encoder(model_dir: Path, cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
-                  epochs: int = 2, own_repeat: int = 3, cold_replay: int = 3000, lr: float = 2e-5, seed: int = 0,
+                  epochs: int = 3, own_repeat: int = 3, cold_replay: int = 3000, lr: float = 2e-5, seed: int = 0,
                   log=print) -> dict:
     """Continue fine-tuning a shipped top-layer encoder (kind "top") on comments like the platform's:
     the own sets' training rows (x `own_repeat`) mixed with a seeded sample of `cold_replay` COLD
@@ -634,11 +642,8 @@ def adapt_encoder(model_dir: Path, cold_dir: Path, own_sets: list[Path], out_dir
 
     COLD's offensive comments are mostly about groups; news threads offend mostly by contempt for a
     person ("吹牛大王", "什么东西"), and COLD's model also reads some civil complaints as offensive
-    ("公司都被打压了"). Two CPU cores: about 9 minutes an epoch with the defaults."""
-    import hashlib
+    ("公司都被打压了"). Two CPU cores: about 9-10 minutes an epoch with the defaults."""
     import random
-
-    from safetensors.torch import save_file
 
     from pipeline.fileio import replace_dir
 
@@ -665,13 +670,10 @@ def adapt_encoder(model_dir: Path, cold_dir: Path, own_sets: list[Path], out_dir
     heldout_y = np.array([y for _, y in heldout])
     best = train(model, encode(texts), labels, encode([t for t, _ in heldout]), heldout_y, device=device,
                  epochs=epochs, lr=lr, head_lr=lr * 5, seed=seed, pad_id=tokenizer.pad_token_id, log=log)
-    state = {k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in best["state"].items()}
-    staging = out_dir.with_name(f".{out_dir.name}.tmp")
-    staging.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(staging / "top_layers.safetensors"))
+    staging, digest = stage_top_layers(out_dir, best["state"])
     meta = dict(encoder.meta)
     meta.pop("blend_with_ngram", None)  # fitted for the encoder before; refit by the caller
-    meta["weights"] = dict(meta["weights"], sha256=hashlib.sha256((staging / "top_layers.safetensors").read_bytes()).hexdigest())
+    meta["weights"] = dict(meta["weights"], sha256=digest)
     meta["threshold_own_heldout"] = best["threshold"]
     meta["adaptation"] = {
         "from": f"{model_dir.name} (weights sha256 {encoder.meta['weights']['sha256'][:12]})",

@@ -147,10 +147,12 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
 
     from pipeline.match_key import match_key
 
-    # Every row but a set's "test" split (thread_dev.csv), which stays unseen; see offence_encoder.own_split.
-    frames = [df.filter(pl.col("split") != "test") if "split" in df.columns else df
-              for df in (pl.read_csv(p, infer_schema_length=0) for p in own_csvs)]
-    frames = [df.select("text", "conspiracy") for df in frames]
+    frames = []
+    for path in own_csvs:
+        df = pl.read_csv(path, infer_schema_length=0)
+        if "split" in df.columns:  # a set's "test" split (thread_dev.csv) stays unseen; see offence_encoder.own_split
+            df = df.filter(pl.col("split") != "test")
+        frames.append(df.select("text", "conspiracy"))
     data = pl.concat(frames)
     norm = [normalize_text(t) for t in data["text"].to_list()]
     # It reads the matching key, like the rules: punctuation and spacing are no evidence of a claim.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -490,6 +491,13 @@ class OffenceEncoder:
 
     def predict_proba(self, texts_norm: list[str]) -> np.ndarray:
         return 1 / (1 + np.exp(-self.logits(texts_norm)))
+
+
+@lru_cache(maxsize=4)
+def load_shared(model_dir: Path, e5_cache_dir: Path | None = None) -> OffenceEncoder:
+    """One OffenceEncoder per folder and process: the embed stage (scoring from e5's states) and
+    the flag stage (its blend weights, its version) use the same loaded model."""
+    return OffenceEncoder.load(model_dir, e5_cache_dir)
 
 
 def _load_bert(base_dir: Path):

@@ -76,14 +76,11 @@ def fused(cfg: EmbedConfig) -> bool:
 
 
 def load_offence_encoder(cache_dir):
-    """Loaded once per process (about a second each time), like the embedding model."""
-    key = ("offence_encoder_extra", str(cache_dir))
-    if key not in _MODELS:
-        from pipeline.config import PROJECT_ROOT
-        from pipeline.offence_encoder import OffenceEncoder
+    """Loaded once per process (about a second each time) and shared with the flag stage."""
+    from pipeline.config import PROJECT_ROOT
+    from pipeline.offence_encoder import load_shared
 
-        _MODELS[key] = OffenceEncoder.load(PROJECT_ROOT / "models" / "offence_encoder_extra", cache_dir)
-    return _MODELS[key]
+    return load_shared(PROJECT_ROOT / "models" / "offence_encoder_extra", cache_dir)
 
 
 def logit_cache_id(cfg: EmbedConfig, offence) -> str:

@@ -46,11 +46,10 @@ OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.
 ENCODER_DIRS = {"top4": "offence_encoder", "extra": "offence_encoder_extra"}
 
 
-@lru_cache(maxsize=4)
 def load_encoder(models_dir: Path, cache_dir: Path | None, which: str = "top4"):
-    from pipeline.offence_encoder import OffenceEncoder
+    from pipeline.offence_encoder import load_shared
 
-    return OffenceEncoder.load(models_dir / ENCODER_DIRS[which], cache_dir)
+    return load_shared(models_dir / ENCODER_DIRS[which], cache_dir)
 
 
 def blend_weights(cfg: FlagConfig, encoder) -> tuple[float, float, float]:

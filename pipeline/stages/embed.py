@@ -87,36 +87,28 @@ def logit_cache_id(cfg: EmbedConfig, offence) -> str:
     return f"{model_id(cfg)}/offence-extra-{offence.version}"
 
 
-# Texts per sentence-transformers call in the fused pass: each call keeps its texts' token states.
-FUSED_CALL_ROWS = 512
-
-
 def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> tuple[np.ndarray, np.ndarray]:
     """The embeddings exactly as `encode` gives them, and the offence encoder's logits read from the
-    same forward pass's final token states (one extra layer instead of a second e5 pass)."""
+    same forward pass's final token states (one extra layer instead of a second e5 pass).
+
+    The loop is sentence-transformers' own encode loop (longest first, `preprocess` with the prompt,
+    forward), so the vectors are bit-identical to `encode`'s; the offence layer reads each padded
+    batch as it comes, without splitting it into per-row tensors and padding them again."""
     import torch
 
-    vectors, logits = [], []
-    for start in range(0, len(texts), FUSED_CALL_ROWS):
-        outs = model.encode(texts[start:start + FUSED_CALL_ROWS], prompt_name=cfg.prompt_name,
-                            batch_size=cfg.batch_size, output_value=None, show_progress_bar=False)
-        emb = torch.stack([o["sentence_embedding"] for o in outs]).float()
-        vectors.append(torch.nn.functional.normalize(emb, p=2, dim=1).numpy())
-        lengths = np.array([int(o["attention_mask"].sum()) for o in outs])
-        part = np.empty(len(outs), np.float32)
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-        for b in range(0, len(order), cfg.batch_size):
-            idx = order[b:b + cfg.batch_size]
-            width = int(lengths[idx].max())
-            states = torch.zeros(len(idx), width, outs[idx[0]]["token_embeddings"].shape[-1])
-            mask = torch.zeros(len(idx), width, dtype=torch.int64)
-            for row, i in enumerate(idx):
-                states[row, :lengths[i]] = outs[i]["token_embeddings"][:lengths[i]]
-                mask[row, :lengths[i]] = 1
-            part[idx] = offence.logits_from_states(states, mask)
-        logits.append(part)
-    return (np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, DIM), np.float32),
-            np.concatenate(logits) if logits else np.zeros(0, np.float32))
+    vectors = np.empty((len(texts), DIM), np.float32)
+    logits = np.empty(len(texts), np.float32)
+    prompt = model.prompts[cfg.prompt_name]
+    order = np.argsort([-len(t) for t in texts])  # the order sentence-transformers encodes in
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(texts), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            features = model.preprocess([texts[i] for i in idx], prompt=prompt)
+            out = model(features)
+            vectors[idx] = torch.nn.functional.normalize(out["sentence_embedding"], p=2, dim=1).numpy()
+            logits[idx] = offence.logits_from_states(out["token_embeddings"], features["attention_mask"])
+    return vectors, logits
 
 
 def offence_extra_fingerprint() -> str:

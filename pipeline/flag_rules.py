@@ -47,8 +47,12 @@ class Lexicon:
         if self.by_sound:
             sound = sound_key(key)
             for form, term in self._sounds_longest_first:
+                if any(term in f for f, _ in found):
+                    continue
                 at = sound.find(form)
-                if at >= 0 and not any(term in f for f, _ in found):
+                while at >= 0 and splits_a_word(key, at, at + len(form), self.weights):
+                    at = sound.find(form, at + 1)
+                if at >= 0:
                     found.append((f"{term} (as '{key[at:at + len(form)]}')", self.weights[term]))
         return found
 
@@ -66,20 +70,46 @@ class Lexicon:
 
 # jieba gives its rarest entries frequency 3; from 10 up a word is something people really write.
 COMMON_WORD_MIN_FREQ = 10
+# A sound match is dropped when a word at least this common runs across its edge ("自己|老百姓"
+# sounds like 基佬 in its middle). At 10, rare entries such as 比才 (Bizet) also dropped the real
+# dodge "沙比才信"; at 100 the drops on COLD dev and the project's sets were all spurious.
+SPLIT_WORD_MIN_FREQ = 100
+
+
+@lru_cache(maxsize=2)
+def jieba_words(min_freq: int) -> frozenset[str]:
+    """The words of 2+ characters in jieba's dictionary with at least this frequency."""
+    import jieba
+
+    path = Path(jieba.__file__).parent / "dict.txt"
+    words = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, freq, *_ = line.split(" ")
+        if len(word) >= 2 and int(freq) >= min_freq:
+            words.add(word)
+    return frozenset(words)
 
 
 @lru_cache(maxsize=1)
 def common_word_sounds() -> dict[str, set[str]]:
     """Sound form -> the ordinary words of jieba's dictionary that sound like it."""
-    import jieba
-
     sounds: dict[str, set[str]] = {}
-    path = Path(jieba.__file__).parent / "dict.txt"
-    for line in path.read_text(encoding="utf-8").splitlines():
-        word, freq, *_ = line.split(" ")
-        if len(word) >= 2 and int(freq) >= COMMON_WORD_MIN_FREQ:
-            sounds.setdefault(sound_key(word), set()).add(word)
+    for word in jieba_words(COMMON_WORD_MIN_FREQ):
+        sounds.setdefault(sound_key(word), set()).add(word)
     return sounds
+
+
+def splits_a_word(key: str, start: int, end: int, lexicon_terms) -> bool:
+    """True when a common word (not itself a lexicon term) runs across an edge of key[start:end]:
+    the span is then the tail of one word and the head of the next, not a word someone wrote to
+    sound like a slur ("人要" in "男人要", "己老" in "自己老百姓")."""
+    words = jieba_words(SPLIT_WORD_MIN_FREQ)
+    for edge in (start, end):
+        for a in range(max(0, edge - 3), edge):
+            for b in range(edge + 1, min(len(key), a + 4) + 1):
+                if key[a:b] in words and key[a:b] not in lexicon_terms:
+                    return True
+    return False
 
 
 def sound_safe(term: str, same_meaning: set[str]) -> bool:
@@ -98,9 +128,15 @@ def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
         term, _, weight = line.partition("\t")
         try:
             # Terms are matched against matching keys, so they are written in that form too.
-            weights[match_key(term.strip())] = float(weight) if weight.strip() else 1.0
+            value = float(weight) if weight.strip() else 1.0
         except ValueError:
             raise ValueError(f"{path}:{n}: expected 'term<TAB>weight', got {line!r}") from None
+        key = match_key(term.strip())
+        if len(key) < 2:
+            # Keys fold repeats, so "绿绿" would become "绿" and match every "绿色" and "绿灯".
+            raise ValueError(f"{path}:{n}: {term.strip()!r} matches as {key!r}, a single character that "
+                             f"ordinary words contain; write a longer term")
+        weights[key] = value
     by_sound: dict[str, str] = {}
     if match_by_sound:  # several spellings may share a sound: report the surest term
         for t in sorted(weights, key=lambda t: (-weights[t], t)):

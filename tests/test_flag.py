@@ -2,8 +2,10 @@
 import polars as pl
 import pytest
 
-from pipeline.config import EmbedConfig, FlagConfig
+from pipeline.config import PROJECT_ROOT, EmbedConfig, FlagConfig
 from pipeline.e5_model import default_cache_dir
+from pipeline.flag_rules import load_lexicon
+from pipeline.match_key import match_key
 from pipeline.stages import embed
 from pipeline.normalize import normalize_text
 from pipeline.stage import StageContext
@@ -77,3 +79,23 @@ def test_objecting_to_regional_slurs_is_not_itself_hate():
     # "地域黑" names the behaviour; comments that use it mostly object to it.
     t, _ = flag(["地域黑真的很无聊,哪里都有好人和坏人", "新闻哪写河南了?地域黑能不能消停点"])
     assert not t["flag_hate"].any()
+
+
+def _slur_matches(text):
+    slurs = load_lexicon(PROJECT_ROOT / "models" / "lexicons" / "slurs.txt", match_by_sound=True)
+    return [term for term, _ in slurs.matches(match_key(normalize_text(text)))]
+
+
+def test_a_sound_match_across_two_words_is_not_a_dodge():
+    assert _slur_matches("关税最后还不是他们自己老百姓买单") == []  # 自己|老百姓: "ji lao" like 基佬
+    assert _slur_matches("韩国人要是真这么打架") == []  # 国人|要: "ren yao" like 人妖
+    assert _slur_matches("股市明天绿油油了") == []
+    assert any("鸡佬" in term for term in _slur_matches("一群死鸡佬"))  # the dodge itself still counts
+    assert any("黑桂" in term for term in _slur_matches("黑桂都滚出去"))
+
+
+def test_a_lexicon_term_that_folds_to_one_character_is_refused(tmp_path):
+    lexicon = tmp_path / "slurs.txt"
+    lexicon.write_text("# a comment\n绿绿\t0.7\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"slurs.txt:2: '绿绿' matches as '绿'"):
+        load_lexicon(lexicon)

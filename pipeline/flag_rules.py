@@ -76,18 +76,23 @@ COMMON_WORD_MIN_FREQ = 10
 SPLIT_WORD_MIN_FREQ = 100
 
 
+@lru_cache(maxsize=1)
+def jieba_word_freqs() -> dict[str, int]:
+    """Frequency of each word of 2+ characters in jieba's dictionary (read once per process)."""
+    import jieba
+
+    freqs = {}
+    for line in (Path(jieba.__file__).parent / "dict.txt").read_text(encoding="utf-8").splitlines():
+        word, freq, *_ = line.split(" ")
+        if len(word) >= 2:
+            freqs[word] = int(freq)
+    return freqs
+
+
 @lru_cache(maxsize=2)
 def jieba_words(min_freq: int) -> frozenset[str]:
     """The words of 2+ characters in jieba's dictionary with at least this frequency."""
-    import jieba
-
-    path = Path(jieba.__file__).parent / "dict.txt"
-    words = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        word, freq, *_ = line.split(" ")
-        if len(word) >= 2 and int(freq) >= min_freq:
-            words.add(word)
-    return frozenset(words)
+    return frozenset(w for w, f in jieba_word_freqs().items() if f >= min_freq)
 
 
 @lru_cache(maxsize=1)

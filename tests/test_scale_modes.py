@@ -34,6 +34,29 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits():
     assert scored["flag_abuse"][0] and not scored["flag_abuse"][1]
 
 
+def test_embed_logits_of_another_encoder_are_not_blended_with_a_custom_models_dirs_weights(tmp_path):
+    """The embed stage computes the project's 'extra' logits; a flag.models_dir with a different
+    offence_encoder_extra (here: the same weights, a changed model.json) must not blend them."""
+    import json
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(PROJECT / "models", models)
+    meta_path = models / "offence_encoder_extra" / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["blend_with_ngram"] = dict(meta["blend_with_ngram"], bias=meta["blend_with_ngram"]["bias"] + 0.5)
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}"])
+    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
+    texts = pl.DataFrame({"text_norm": TEXTS[:4]})
+    bogus = texts.with_columns(pl.lit(-30.0, dtype=pl.Float32).alias("offence_logit"))  # as if another encoder's
+    scored = flag.run(bogus, cfg.flag, ctx)
+    assert ctx.facts["offence_logits_from_embed"] is False
+    own = flag.run(texts, cfg.flag, ctx)  # no embed logits at all: the stage reads the texts
+    assert np.allclose(scored["score_offence_model"].to_numpy(), own["score_offence_model"].to_numpy())
+    assert scored["score_offence_model"][0] > 0.5
+
+
 def test_fast_mode_runs_every_stage_on_the_static_model(tmp_path):
     cfg = load_config(PROJECT / "configs" / "fast.yaml", ["run.progress=false"])
     manifest = Runner([SAMPLE], tmp_path / "out", cfg).run()

@@ -24,6 +24,7 @@ Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so
 from __future__ import annotations
 
 import hashlib
+import logging
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from pipeline.keywords import WORDLIKE
 from pipeline.flag_rules import load_lexicon, load_rules, noisy_or, rule_matches
 from pipeline.match_key import match_key
 from pipeline.stage import Stage, StageContext
+
+log = logging.getLogger("pipeline")
 
 CATEGORIES = ("abuse", "hate", "conspiracy")
 # How much offence evidence (insult terms, the model) counts toward each category, by whether the
@@ -247,14 +250,30 @@ def models_dir_of(cfg: FlagConfig) -> Path:
     return cfg.models_dir or PROJECT_ROOT / "models"
 
 
+def embed_logits_are_ours(cfg: FlagConfig) -> bool:
+    """Whether the embed stage's logits came from this stage's 'extra' encoder. The embed stage uses
+    the project's models/offence_encoder_extra; with another `flag.models_dir` holding a different
+    one, its blend weights would be applied to the wrong encoder's logits, so the flag stage reads
+    the texts itself instead."""
+    from pipeline.stages.embed import offence_extra_fingerprint
+
+    meta = models_dir_of(cfg) / ENCODER_DIRS["extra"] / "model.json"
+    if meta.is_file() and hashlib.sha256(meta.read_bytes()).hexdigest()[:16] == offence_extra_fingerprint():
+        return True
+    log.warning("flag.models_dir %s holds another offence_encoder_extra than the embed stage used "
+                "(models/offence_encoder_extra): its logits are computed again from the texts", models_dir_of(cfg))
+    return False
+
+
 def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
     # Score each distinct text once: copies of a comment get identical scores and evidence.
     distinct = table["text_norm"].unique(maintain_order=True)
     example_vectors = examples_in_run_space(cfg, ctx)
     with_vectors = cfg.conspiracy_model_weight > 0
-    # The embed stage's offence logits (embed.offence_from_states) are the 'extra' encoder's.
+    # The embed stage's offence logits (embed.offence_from_states) are the project's 'extra' encoder's.
     with_logits = ("offence_logit" in table.columns and cfg.offence_encoder == "extra"
-                   and cfg.offence_model != "ngram" and table["offence_logit"].null_count() == 0)
+                   and cfg.offence_model != "ngram" and table["offence_logit"].null_count() == 0
+                   and embed_logits_are_ours(cfg))
     columns = ["text_norm"] + ["embedding"] * with_vectors + ["offence_logit"] * with_logits
     batch = (table.select(columns).unique("text_norm", keep="first", maintain_order=True)
              if len(columns) > 1 else distinct.to_frame())

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import offence_encoder as oe  # noqa: E402
 from pipeline.config import PROJECT_ROOT  # noqa: E402
-from offence_encoder_gpu import OWN_REPEAT  # noqa: E402  (this folder is on sys.path when run as a script)
+from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
 OUT_DIR = PROJECT_ROOT / "models" / "offence_encoder_extra"
 OWN_SETS = [PROJECT_ROOT / "tests" / "data" / n for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")]
@@ -101,7 +101,7 @@ def package(args) -> None:
     others = {k: round(v["dev_macro_f1"], 4) for k, v in results.items() if "dev_macro_f1" in v}
     training = {
         "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                 "own": [f"{p.name} (train rows, x{OWN_REPEAT.get(args.variant, 6)})" for p in OWN_SETS]},
+                 "own": [f"{p.name} (train rows, x{own_repeat(args.variant)})" for p in OWN_SETS]},
         "rows": {"cold": int(np.sum(source == 0)), "own": int(np.sum(source == 3))},
         "selection": f"COLD dev.csv without rows whose text is in train ({len(dev)} rows): best epoch on the GPU "
                      f"(bf16), threshold with the shipped float16 layers on CPU (float32)",

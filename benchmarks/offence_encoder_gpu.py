@@ -26,7 +26,7 @@ from pipeline import offence_encoder as oe  # noqa: E402
 
 VARIANTS = {
     # name: (kind, r/top/extra layers, lr, epochs, use_swsr); "_own" variants add the project's own sets,
-    # repeated OWN_REPEAT times
+    # repeated own_repeat(name) times
     "lora16": ("lora", 16, 5e-4, 4, False),
     "lora16_swsr": ("lora", 16, 5e-4, 4, True),
     "top4": ("top", 4, 1e-4, 4, False),
@@ -40,8 +40,12 @@ VARIANTS = {
     "top4_own10": ("top", 4, 1e-4, 3, False),
     "extra1_own10_lr3e4": ("extra", 1, 3e-4, 4, False),
 }
-OWN_REPEAT = {"top4_own10": 10, "extra1_own10_lr3e4": 10}  # how many times "_own" variants repeat the own training rows; default 6
+OWN_REPEAT = {"top4_own10": 10, "extra1_own10_lr3e4": 10}  # how many times "_own" variants repeat the own training rows
 ADAPT = {"own_repeat": 3, "cold_replay": 3000, "lr": 2e-5, "epochs": 2}  # as `train-flags --adapt-encoder`
+
+
+def own_repeat(variant: str) -> int:
+    return OWN_REPEAT.get(variant, 6)
 
 
 def load_bundle(path: Path):
@@ -103,7 +107,7 @@ def main() -> None:
         kind, size, lr, epochs, use_swsr = VARIANTS[name]
         train_idx = np.where((source == 0) | ((source == 2) & use_swsr))[0][: args.limit or None]
         if "_own" in name:
-            train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * OWN_REPEAT.get(name, 6))
+            train_idx = np.concatenate([train_idx] + [np.where(source == 3)[0]] * own_repeat(name))
         epochs = args.epochs or epochs
         bert = build(config, weights)
         if kind == "extra":

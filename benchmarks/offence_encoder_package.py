@@ -16,11 +16,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import e5_model  # noqa: E402
 from pipeline.fileio import replace_dir  # noqa: E402
-from pipeline.offence_encoder import MAX_TOKENS, PREFIX, OffenceEncoder, save_json  # noqa: E402
-from offence_encoder_gpu import OWN_REPEAT  # noqa: E402  (this folder is on sys.path when run as a script)
+from pipeline.offence_encoder import MAX_TOKENS, PREFIX, OffenceEncoder, save_json, training_texts  # noqa: E402
+from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
 GPU_SCRIPT = "benchmarks/offence_encoder_gpu.py"
 OWN_SETS = ["abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv"]
@@ -40,7 +42,7 @@ def main() -> None:
     record = results[args.variant]
     base_name = record.get("from", args.variant)
     base = results[base_name]
-    own_repeat = OWN_REPEAT.get(base_name, 6)
+    repeat = own_repeat(base_name)
     weights = args.run / f"{args.variant}.safetensors"
     staging = args.out.with_name(f".{args.out.name}.tmp")
     staging.mkdir(parents=True, exist_ok=True)
@@ -53,12 +55,12 @@ def main() -> None:
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
         "input": f"text normalised by pipeline.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
         "base_model": e5_model.MODEL_ID,
-        "threshold": base["threshold"], "train_positive_rate": 0.494558,
+        "threshold": base["threshold"], "train_positive_rate": float(np.mean(training_texts(args.cold, [])[1])),
         "weights": {"file": "top_layers.safetensors", "sha256": digest,
                     "holds": f"the top {base['size']} encoder layers (float16) and the linear head (float32)"},
         "training": {
             "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                     "own": [f"tests/data/{n} (train rows, x{own_repeat})" for n in OWN_SETS]},
+                     "own": [f"tests/data/{n} (train rows, x{repeat})" for n in OWN_SETS]},
             "rows": {"all": base["train_rows"]},
             "selection": "threshold: COLD dev.csv without rows whose text is in train (6399 rows); epoch: best mean "
                          "macro-F1 of COLD dev and the own sets' held-out rows",

@@ -6,6 +6,7 @@ it (`pipeline/static_model.py`, fast). Both give unit-length float32 vectors.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -111,10 +112,13 @@ def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> t
     return vectors, logits
 
 
-def offence_extra_fingerprint() -> str:
+def offence_extra_fingerprint(models_dir: Path | None = None) -> str:
+    """The offence_encoder_extra in `models_dir` (default: the project's models/, the one this stage
+    uses), by its model.json, which records its weights' sha256."""
     from pipeline.config import PROJECT_ROOT
 
-    return hashlib.sha256((PROJECT_ROOT / "models" / "offence_encoder_extra" / "model.json").read_bytes()).hexdigest()[:16]
+    meta = (models_dir or PROJECT_ROOT / "models") / "offence_encoder_extra" / "model.json"
+    return hashlib.sha256(meta.read_bytes()).hexdigest()[:16]
 
 
 def uses_cache(cfg: EmbedConfig) -> bool:

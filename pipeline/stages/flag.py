@@ -257,11 +257,12 @@ def embed_logits_are_ours(cfg: FlagConfig) -> bool:
     the texts itself instead."""
     from pipeline.stages.embed import offence_extra_fingerprint
 
-    meta = models_dir_of(cfg) / ENCODER_DIRS["extra"] / "model.json"
-    if meta.is_file() and hashlib.sha256(meta.read_bytes()).hexdigest()[:16] == offence_extra_fingerprint():
+    models_dir = models_dir_of(cfg)
+    if (models_dir / ENCODER_DIRS["extra"] / "model.json").is_file() and \
+            offence_extra_fingerprint(models_dir) == offence_extra_fingerprint():
         return True
     log.warning("flag.models_dir %s holds another offence_encoder_extra than the embed stage used "
-                "(models/offence_encoder_extra): its logits are computed again from the texts", models_dir_of(cfg))
+                "(models/offence_encoder_extra): its logits are computed again from the texts", models_dir)
     return False
 
 

@@ -37,12 +37,19 @@ class Lexicon:
     def _sounds_longest_first(self) -> list[tuple[str, str]]:
         return sorted(self.by_sound.items(), key=lambda ft: (-len(ft[0]), ft[0]))
 
+    @cached_property
+    def _phrases_to_hide(self) -> list[str]:
+        return [t for t in self._terms_longest_first if self.weights[t] <= 0]
+
     def matches(self, key: str) -> list[tuple[str, float]]:
         """(term, weight) found in a matching key; a homophone spelling is reported as
-        "term (as 'spelling')"."""
+        "term (as 'spelling')". A term of weight 0 is an ordinary phrase that contains a listed
+        term ("一棒子打死" holds 棒子): where it occurs, nothing inside it matches."""
+        for phrase in self._phrases_to_hide:
+            key = key.replace(phrase, " " * len(phrase))  # matching keys have no spaces
         found: list[tuple[str, float]] = []
         for term in self._terms_longest_first:
-            if term in key and not any(term in f for f, _ in found):
+            if self.weights[term] > 0 and term in key and not any(term in f for f, _ in found):
                 found.append((term, self.weights[term]))
         if self.by_sound:
             sound = sound_key(key)
@@ -145,7 +152,7 @@ def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
     by_sound: dict[str, str] = {}
     if match_by_sound:  # several spellings may share a sound: report the surest term
         for t in sorted(weights, key=lambda t: (-weights[t], t)):
-            if sound_safe(t, set(weights)):
+            if weights[t] > 0 and sound_safe(t, set(weights)):
                 by_sound.setdefault(sound_key(t), t)
     return Lexicon(path.stem, weights, by_sound)
 

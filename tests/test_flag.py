@@ -99,3 +99,11 @@ def test_a_lexicon_term_that_folds_to_one_character_is_refused(tmp_path):
     lexicon.write_text("# a comment\n绿绿\t0.7\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"slurs.txt:2: '绿绿' matches as '绿'"):
         load_lexicon(lexicon)
+
+
+def test_a_weight_zero_phrase_hides_the_term_inside_it_where_it_occurs():
+    assert _slur_matches("希望别一棒子打死所有加盟商") == []  # the idiom, not the slur
+    assert _slur_matches("玉米棒子又涨价了") == []
+    assert [t for t in _slur_matches("这帮高丽棒子") if t.startswith("棒子")]
+    # Only where the phrase stands: the slur elsewhere in the same comment still counts.
+    assert [t for t in _slur_matches("韩国棒子也不能一棒子打死") if t.startswith("棒子")]

@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import offence_encoder as oe  # noqa: E402
-from pipeline.config import PROJECT_ROOT  # noqa: E402
+from pipeline.config import OWN_LABELLED_SETS, PROJECT_ROOT  # noqa: E402
 from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
 OUT_DIR = PROJECT_ROOT / "models" / "offence_encoder_extra"
-OWN_SETS = [PROJECT_ROOT / "tests" / "data" / n for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")]
+OWN_SETS = list(OWN_LABELLED_SETS)
 BATCH = 64  # the embed stage's default batch size
 
 

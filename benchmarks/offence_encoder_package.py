@@ -21,11 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import e5_model  # noqa: E402
 from pipeline.fileio import replace_dir  # noqa: E402
+from pipeline.config import OWN_LABELLED_SETS as OWN_SETS  # noqa: E402
 from pipeline.offence_encoder import MAX_TOKENS, PREFIX, OffenceEncoder, save_json, training_texts  # noqa: E402
 from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
 GPU_SCRIPT = "benchmarks/offence_encoder_gpu.py"
-OWN_SETS = ["abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv"]
 
 
 def main() -> None:
@@ -43,6 +43,7 @@ def main() -> None:
     base_name = record.get("from", args.variant)
     base = results[base_name]
     repeat = own_repeat(base_name)
+    _, cold_train_y, cold_dev, _ = training_texts(args.cold, [])
     weights = args.run / f"{args.variant}.safetensors"
     staging = args.out.with_name(f".{args.out.name}.tmp")
     staging.mkdir(parents=True, exist_ok=True)
@@ -55,15 +56,15 @@ def main() -> None:
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
         "input": f"text normalised by pipeline.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
         "base_model": e5_model.MODEL_ID,
-        "threshold": base["threshold"], "train_positive_rate": float(np.mean(training_texts(args.cold, [])[1])),
+        "threshold": base["threshold"], "train_positive_rate": float(np.mean(cold_train_y)),
         "weights": {"file": "top_layers.safetensors", "sha256": digest,
                     "holds": f"the top {base['size']} encoder layers (float16) and the linear head (float32)"},
         "training": {
             "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                     "own": [f"tests/data/{n} (train rows, x{repeat})" for n in OWN_SETS]},
+                     "own": [f"tests/data/{p.name} (train rows, x{repeat})" for p in OWN_SETS]},
             "rows": {"all": base["train_rows"]},
-            "selection": "threshold: COLD dev.csv without rows whose text is in train (6399 rows); epoch: best mean "
-                         "macro-F1 of COLD dev and the own sets' held-out rows",
+            "selection": f"threshold: COLD dev.csv without rows whose text is in train ({len(cold_dev)} rows); epoch: "
+                         "best mean macro-F1 of COLD dev and the own sets' held-out rows",
             "params": params, "device": f"{args.device}, {base['seconds']:.0f} s", "history": base["history"],
             "command": f"python {GPU_SCRIPT} --variants {base_name}"
                        + (" --adapt" if "from" in record else "")
@@ -76,7 +77,7 @@ def main() -> None:
         meta["threshold_own_heldout"] = record["history"][record["best_epoch"] - 1]["threshold"]
         meta["adaptation"] = {
             "from": record["from"],
-            "data": {"own": [f"tests/data/{n} (train rows, x{record['own_repeat']})" for n in OWN_SETS],
+            "data": {"own": [f"tests/data/{p.name} (train rows, x{record['own_repeat']})" for p in OWN_SETS],
                      "cold_replay": f"{record['cold_replay']} rows of COLD train.csv sampled with seed 0"},
             "selection": f"own sets' held-out rows: best epoch (macro-F1 at the best threshold "
                          f"{record['own_heldout_macro_f1']:.3f}); COLD dev macro-F1 after: {record['dev_macro_f1']:.3f}",
@@ -92,9 +93,7 @@ def main() -> None:
     if args.refit:
         from pipeline import offence_blend
 
-        root = Path(__file__).resolve().parents[1]
-        blend = offence_blend.refit(args.out, args.out.parent / "offence", args.cold,
-                                    [root / "tests" / "data" / n for n in OWN_SETS],
+        blend = offence_blend.refit(args.out, args.out.parent / "offence", args.cold, list(OWN_SETS),
                                     log=lambda s: print(s, file=sys.stderr, flush=True))
         print(json.dumps({"blend": blend}))
 

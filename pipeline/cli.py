@@ -32,6 +32,8 @@ def setup_logging(quiet: bool, log_json: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.config import OWN_LABELLED_SETS
+
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -70,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, default=0, help="--encoder smoke test: train and choose on this many COLD rows")
     train.add_argument("--encoder-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence_encoder")
     train.add_argument("--own", type=Path, action="append",
-                       default=[Path(__file__).resolve().parents[1] / "tests" / "data" / n
-                                for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv")],
+                       default=list(OWN_LABELLED_SETS),
                        help="add a labelled set to the project's own (tests/data/abuse_dev.csv, conspiracy_dev.csv, thread_dev.csv): "
                             "CSV with id, text, abusive, hate, conspiracy and optionally split (train / heldout / test; "
                             "without it even ids train and odd ids are held out)")

@@ -14,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The project's own labelled sets (tests/data/README.md): train-flags trains and chooses on them.
+OWN_LABELLED_SETS = tuple(PROJECT_ROOT / "tests" / "data" / n
+                          for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv"))
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 
@@ -78,10 +81,10 @@ class FlagConfig(Section):
     threshold_hate: float = Field(0.5, ge=0, le=1, description="score_hate at or above this sets flag_hate.")
     threshold_conspiracy: float = Field(0.5, ge=0, le=1, description="score_conspiracy at or above this sets flag_conspiracy.")
     conspiracy_model_weight: float = Field(0.0, ge=0, le=1, description="Share of the embedding head's conspiracy probability in score_conspiracy. 0 since the n-gram model came: the head adds no recall there and, added to it, flagged 17 seed comments (11 clean); it still supplies the nearest labelled example as evidence.")
-    conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1, description="Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on: 13%). Cross-validated on the project's own sets with the rules: 0.1 F1 0.70 at 0.5% of clean comments flagged, 0.2 F1 0.80 at 1.2%, 0.3 F1 0.84 at 2.5%.")
+    conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1, description="Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on: 11%). Cross-validated on the project's own sets with the rules: 0.1 F1 0.75 at 0.5% of clean comments flagged, 0.2 F1 0.83 at 1.0%, 0.3 F1 0.83 at 2.9%.")
     offence_model: Literal["blend", "encoder", "ngram"] = Field("blend", description="Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev).")
-    offence_encoder: Literal["top4", "extra"] = Field("top4", description="Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass, COLD dev blend macro-F1 0.922) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass, blend 0.913).")
-    offence_blend_encoder: float | None = Field(None, description="Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev; models/README.md).")
+    offence_encoder: Literal["top4", "extra"] = Field("top4", description="Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass; blend CV macro-F1 0.920 on COLD dev, 0.908 on the own held-out rows) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; 0.906 / 0.859).")
+    offence_blend_encoder: float | None = Field(None, description="Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev and the own held-out rows; models/README.md).")
     offence_blend_ngram: float | None = Field(None, description="Blend weight on the n-gram model's log-odds; none = the encoder's fitted weight.")
     offence_blend_bias: float | None = Field(None, description="Blend intercept; none = the encoder's fitted intercept.")
     offence_encoder_band: tuple[float, float] = Field((0.0, 1.0), description="With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] keeps COLD dev macro-F1 (0.9228 either way) with the encoder on 28% of COLD dev and 30% of Weibo comments, but on the seed thread it loses '一个市井小贩也搞高科技' (n-gram 0.10, encoder 0.96): derision the n-gram model is sure is clean. Default [0, 1]: encoder on every comment.")

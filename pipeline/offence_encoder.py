@@ -696,6 +696,8 @@ def adapt_encoder(model_dir: Path, cold_dir: Path, own_sets: list[Path], out_dir
     meta.pop("blend_with_ngram", None)  # fitted for the encoder before; refit by the caller
     meta["weights"] = dict(meta["weights"], sha256=digest)
     meta["threshold_own_heldout"] = best["threshold"]
+    if "adaptation" in meta:  # adapting an adapted encoder: keep the record of each earlier step
+        meta["earlier_adaptations"] = meta.get("earlier_adaptations", []) + [meta["adaptation"]]
     meta["adaptation"] = {
         "from": f"{model_dir.name} (weights sha256 {encoder.meta['weights']['sha256'][:12]})",
         "data": {"own": [f"{p.name} (train rows, x{own_repeat})" for p in own_sets],

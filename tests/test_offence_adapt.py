@@ -76,6 +76,8 @@ def test_adapt_writes_a_loadable_encoder_and_refits_its_blend(tmp_path):
     meta = adapt_encoder(model_dir, COLD, [own], model_dir, epochs=1, cold_replay=16, lr=1e-4, log=lambda _: None)
     adapted = OffenceEncoder.load(model_dir)
     assert meta["adaptation"]["rows"] == {"own": 6, "cold_replay": 16}
+    # The shipped encoder was adapted once already: that step's record is kept, not overwritten.
+    assert meta["earlier_adaptations"][-1] == before.meta["adaptation"]
     assert "blend_with_ngram" not in json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
     texts = ["吹牛大王，骗子一个", "这个决定太草率了"]
     assert not np.allclose(before.logits(texts), adapted.logits(texts))  # it did train

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train only the fine-tuned encoder (models/offence_encoder); needs a GPU to finish in minutes")
     train.add_argument("--adapt-encoder", action="store_true",
                        help="continue fine-tuning the shipped encoder (--encoder-out) on the own sets' training rows plus "
-                            "a COLD sample, choosing on their held-out rows, then refit the blend; 2 CPU cores: about 15 minutes an epoch. "
+                            "a COLD sample, choosing on their held-out rows, then refit the blend; 2 CPU cores: about 17 minutes an epoch with the project's sets. "
                             "Give your own labelled comments with --own to adapt it to your platform")
     train.add_argument("--device", default="cpu", help="torch device for --encoder and --adapt-encoder, e.g. cuda")
     train.add_argument("--epochs", type=int, default=3, help="epochs for --encoder and --adapt-encoder (the best one on held-out rows is kept)")

@@ -18,6 +18,9 @@ class Rule:
     pattern: re.Pattern
     weight: float
     why: str
+    # A match is void where this also matches the same key: the context that makes the words
+    # ordinary (a question, a police report, a warning about impostors).
+    unless: re.Pattern | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ def rule_matches(rules: list[Rule], keys: list[str]) -> list[list[tuple[Rule, st
         except pl.exceptions.ComputeError:
             candidates = range(len(keys))
         for i in candidates:
-            if m := rule.pattern.search(keys[i]):
+            if (m := rule.pattern.search(keys[i])) and not (rule.unless and rule.unless.search(keys[i])):
                 found[i].append((rule, m.group(0)))
     return found
 
@@ -182,7 +185,8 @@ def load_rules(path: Path) -> list[Rule]:
     rules = []
     for i, r in enumerate(data["rules"]):
         try:
-            rules.append(Rule(r["name"], re.compile(r["pattern"]), float(r["weight"]), r.get("why", "")))
+            rules.append(Rule(r["name"], re.compile(r["pattern"]), float(r["weight"]), r.get("why", ""),
+                              re.compile(r["unless"]) if r.get("unless") else None))
         except (KeyError, re.error) as e:
             raise ValueError(f"{path}: rule #{i + 1} is invalid ({e})") from None
     return rules

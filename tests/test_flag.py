@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import PROJECT_ROOT, EmbedConfig, FlagConfig
 from pipeline.e5_model import default_cache_dir
-from pipeline.flag_rules import load_lexicon
+from pipeline.flag_rules import load_lexicon, load_rules, rule_matches
 from pipeline.match_key import match_key
 from pipeline.stages import embed
 from pipeline.normalize import normalize_text
@@ -107,3 +107,18 @@ def test_a_weight_zero_phrase_hides_the_term_inside_it_where_it_occurs():
     assert [t for t in _slur_matches("这帮高丽棒子") if t.startswith("棒子")]
     # Only where the phrase stands: the slur elsewhere in the same comment still counts.
     assert [t for t in _slur_matches("韩国棒子也不能一棒子打死") if t.startswith("棒子")]
+
+
+def test_calling_the_subject_a_fraud_is_abuse_but_asking_reporting_or_warning_is_not():
+    # No insult word in any of them: models/rules/abuse.yaml (fraud_accusation) reads what is asserted.
+    t, _ = flag(["圈够了钱就关门跑路，早就想到了", "这家培训机构就是个诈骗公司", "这算诈骗吗？预付的学费能报警吗",
+                 "警方已经以涉嫌诈骗立案了", "小心有人冒充客服打电话诈骗"])
+    assert t["flag_abuse"].to_list() == [True, True, False, False, False]
+    assert any(e.startswith("rule fraud_accusation") for e in t["evidence_abuse"][0])
+
+
+def test_a_rule_is_void_where_its_unless_pattern_matches(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('rules:\n  - name: fraud\n    pattern: "诈骗"\n    unless: "吗|警方"\n    weight: 0.6\n', encoding="utf-8")
+    keys = [match_key(normalize_text(t)) for t in ("就是诈骗", "这算诈骗吗?", "警方以诈骗立案")]
+    assert [[r.name for r, _ in hits] for hits in rule_matches(load_rules(rules), keys)] == [["fraud"], [], []]

@@ -12,7 +12,9 @@ the encoder; `flag.offence_blend_*` override it): a fine-tuned encoder (`flag.of
 models/offence_encoder, or models/offence_encoder_extra whose logits the embed stage can compute in
 its own pass) and character n-grams (models/offence). It is then recalibrated from the training prior (COLD: half offensive) to
 `flag.offence_base_rate`, the share expected on the platform.
-- abuse = insult- and contempt-lexicon weights and the offence probability (each halved when a group is named)
+- abuse = insult- and contempt-lexicon weights, the abuse rules' weights (models/rules/abuse.yaml:
+  offence in what is asserted, e.g. calling the subject a fraud) and the offence probability (each
+  halved when a group is named)
 - hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.25 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
   logistic regression on the comment's e5 embedding, trained on the project's own labelled set
@@ -119,6 +121,11 @@ def conspiracy_rules(models_dir: Path):
     return load_rules(models_dir / "rules" / "conspiracy.yaml")
 
 
+@lru_cache(maxsize=4)
+def abuse_rules(models_dir: Path):
+    return load_rules(models_dir / "rules" / "abuse.yaml")
+
+
 def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
     """The conspiracy rules alone: their noisy-OR score and the rules that matched."""
     hits = rule_matches(conspiracy_rules(models_dir), [match_key(t) for t in texts_norm])
@@ -162,6 +169,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
     # an insult), but its character n-grams would still score them.
     probs = np.where(wordlike, probs, 0.0)
     rules = rule_matches(conspiracy_rules(models_dir), keys)
+    offence_rules = rule_matches(abuse_rules(models_dir), keys)
     lexicon_hits = {name: res[name].matches_many(keys) for name in ("groups", "insults", "contempt", "slurs")}
     explain = np.flatnonzero(probs >= EVIDENCE_MIN_SCORE)
     offence_terms = dict(zip(explain.tolist(), res["offence"].top_terms_many(texts_norm, 3, X_offence, explain)))
@@ -180,9 +188,10 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
             each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items() if not np.isnan(v[i]))
             model_evidence = f"model offence p={p:.2f} ({each}" + (f"; n-grams {terms})" if terms else ")")
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
-        offence = [w for _, w in insults] + [w for _, w in contempt] + [p]
+        offence = [w for _, w in insults] + [w for _, w in contempt] + [r.weight for r, _ in offence_rules[i]] + [p]
         share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
-        insult_evidence = [f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
+        insult_evidence = ([f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
+                           + [f"rule {r.name} '{span}'" for r, span in offence_rules[i]])
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),

@@ -111,10 +111,11 @@ def test_a_weight_zero_phrase_hides_the_term_inside_it_where_it_occurs():
 
 def test_calling_the_subject_a_fraud_is_abuse_but_asking_reporting_or_warning_is_not():
     # No insult word in any of them: models/rules/abuse.yaml (fraud_accusation) reads what is asserted.
-    t, _ = flag(["圈够了钱就关门跑路，早就想到了", "这家培训机构就是个诈骗公司", "这算诈骗吗？预付的学费能报警吗",
+    t, _ = flag(["卷钱跑路前还发了篇感谢信，真有仪式感", "说白了就是来圈钱的，关门是早晚的事", "这算诈骗吗？预付的学费能报警吗",
                  "警方已经以涉嫌诈骗立案了", "小心有人冒充客服打电话诈骗"])
     assert t["flag_abuse"].to_list() == [True, True, False, False, False]
-    assert any(e.startswith("rule fraud_accusation") for e in t["evidence_abuse"][0])
+    assert all(any(e.startswith("rule fraud_accusation") for e in t["evidence_abuse"][i]) for i in (0, 1))
+    assert t["score_offence_model"][0] < 0.5  # the rule, not the model, carries it
 
 
 def test_a_rule_is_void_where_its_unless_pattern_matches(tmp_path):

@@ -81,6 +81,8 @@ def load_resources(models_dir: Path):
         # Milder derision ("就会吹牛", "什么玩意"): ordinary words, so never matched by sound.
         "contempt": load_lexicon(models_dir / "lexicons" / "contempt.txt"),
         "groups": load_lexicon(models_dir / "lexicons" / "group_targets.txt"),
+        # Offence in what is asserted ("说白了就是来圈钱的"), with the contexts that void it.
+        "abuse_rules": load_rules(models_dir / "rules" / "abuse.yaml"),
     }
 
 
@@ -119,11 +121,6 @@ def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Pat
 def conspiracy_rules(models_dir: Path):
     # Apart from load_resources: training the conspiracy model needs the rules before it exists.
     return load_rules(models_dir / "rules" / "conspiracy.yaml")
-
-
-@lru_cache(maxsize=4)
-def abuse_rules(models_dir: Path):
-    return load_rules(models_dir / "rules" / "abuse.yaml")
 
 
 def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
@@ -169,7 +166,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
     # an insult), but its character n-grams would still score them.
     probs = np.where(wordlike, probs, 0.0)
     rules = rule_matches(conspiracy_rules(models_dir), keys)
-    offence_rules = rule_matches(abuse_rules(models_dir), keys)
+    abuse_hits = rule_matches(res["abuse_rules"], keys)
     lexicon_hits = {name: res[name].matches_many(keys) for name in ("groups", "insults", "contempt", "slurs")}
     explain = np.flatnonzero(probs >= EVIDENCE_MIN_SCORE)
     offence_terms = dict(zip(explain.tolist(), res["offence"].top_terms_many(texts_norm, 3, X_offence, explain)))
@@ -188,10 +185,10 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
             each = ", ".join(f"{name} {float(v[i]):.2f}" for name, v in parts.items() if not np.isnan(v[i]))
             model_evidence = f"model offence p={p:.2f} ({each}" + (f"; n-grams {terms})" if terms else ")")
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
-        offence = [w for _, w in insults] + [w for _, w in contempt] + [r.weight for r, _ in offence_rules[i]] + [p]
+        offence = [w for _, w in insults] + [w for _, w in contempt] + [r.weight for r, _ in abuse_hits[i]] + [p]
         share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
         insult_evidence = ([f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
-                           + [f"rule {r.name} '{span}'" for r, span in offence_rules[i]])
+                           + [f"rule {r.name} '{span}'" for r, span in abuse_hits[i]])
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),

@@ -15,7 +15,7 @@ its own pass) and character n-grams (models/offence). It is then recalibrated fr
 - abuse = insult- and contempt-lexicon weights, the abuse rules' weights (models/rules/abuse.yaml:
   offence in what is asserted, e.g. calling the subject a fraud) and the offence probability (each
   halved when a group is named)
-- hate  = slur-lexicon weights  (+)  insult weights and model probability (x 0.25 when no group is named)
+- hate  = slur-lexicon weights  (+)  insult weights, abuse-rule weights and model probability (x 0.25 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
   logistic regression on the comment's e5 embedding, trained on the project's own labelled set
   (models/conspiracy; at the default 0.5 it lifts a weak rule match but cannot flag alone)  (+)  a
@@ -187,15 +187,15 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
         offence = [w for _, w in insults] + [w for _, w in contempt] + [r.weight for r, _ in abuse_hits[i]] + [p]
         share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
-        insult_evidence = ([f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
+        offence_evidence = ([f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
                            + [f"rule {r.name} '{span}'" for r, span in abuse_hits[i]])
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
             "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * hp, cp]),
-            "evidence_abuse": insult_evidence + ([model_evidence] if model_evidence else []),
+            "evidence_abuse": offence_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
-                             + ((insult_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
+                             + ((offence_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
             "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
                 [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in conspiracy_terms[i]) + ")"]
                 if i in conspiracy_terms else []),

@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import Config  # noqa: E402
 from pipeline.e5_model import default_cache_dir  # noqa: E402
+from pipeline.match_key import match_key  # noqa: E402
 from pipeline.normalize import normalize_text  # noqa: E402
 from pipeline.offence_model import OffenceModel  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
@@ -36,9 +37,10 @@ def main() -> None:
     train = pl.read_csv(args.cold / "train.csv")
     dev = pl.read_csv(args.cold / "dev.csv")
     train_texts = [normalize_text(t) for t in train["TEXT"].to_list()]
-    seen = set(train_texts)
+    # Near-copies of train rows out, by the dedup matching key (not only exact text).
+    seen = {match_key(t) for t in train_texts}
     dev = dev.with_columns(pl.Series("norm", [normalize_text(t) for t in dev["TEXT"].to_list()]))
-    dev = dev.filter(~pl.col("norm").is_in(pl.Series(list(seen)).implode()))
+    dev = dev.filter(pl.Series([match_key(t) not in seen for t in dev["norm"].to_list()]))
     y_train, y_dev = train["label"].to_numpy(), dev["label"].to_numpy()
 
     cfg = Config()

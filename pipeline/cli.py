@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cold", type=Path, default=shared / "cold", help="COLD directory (train.csv, dev.csv)")
     train.add_argument("--swsr", type=Path, default=shared / "swsr", help="SWSR directory (SexComment.csv)")
     train.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence")
-    train.add_argument("--conspiracy-dev", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "data" / "conspiracy_dev.csv",
-                       help="the project's labelled conspiracy set (see tests/data/README.md)")
+    train.add_argument("--conspiracy-only", action="store_true",
+                       help="retrain only models/conspiracy and models/conspiracy_ngram from the own sets (--own), ~2 minutes")
     train.add_argument("--conspiracy-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "conspiracy")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--encoder", action="store_true",
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence_encoder")
     train.add_argument("--own", type=Path, action="append",
                        default=list(OWN_LABELLED_SETS),
-                       help="add a labelled set to the project's own (tests/data/abuse_dev.csv, conspiracy_dev.csv, thread_dev.csv): "
+                       help="add a labelled set to the project's own (config.OWN_LABELLED_SETS in tests/data/): "
                             "CSV with id, text, abusive, hate, conspiracy and optionally split (train / heldout / test; "
                             "without it even ids train and odd ids are held out)")
 
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", "-c", type=Path)
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ev.add_argument("--debug", action="store_true")
+
+    sf = sub.add_parser("sample-flags", help="a seeded random sample of a run's flagged groups with their evidence, to judge precision")
+    sf.add_argument("output", type=Path, help="the run's output directory")
+    sf.add_argument("--per-category", type=int, default=30, help="flagged groups drawn per category (default 30)")
+    sf.add_argument("--category", action="append", choices=("abuse", "hate", "conspiracy"), help="only these categories")
+    sf.add_argument("--seed", type=int, default=0)
+    sf.add_argument("--out", type=Path, help="also write the sample as CSV with an empty `verdict` column to fill in")
 
     rep = sub.add_parser("report", help="rebuild review/index.html of a finished run without recomputing")
     rep.add_argument("output", type=Path, help="the run's output directory")
@@ -146,9 +153,10 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
         return EXIT_OK
     from pipeline import conspiracy_model
 
-    metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)
-    print(json.dumps({"offence": metrics}, ensure_ascii=False))
-    conspiracy = conspiracy_model.train(args.conspiracy_dev, args.conspiracy_out, seed=args.seed)
+    if not args.conspiracy_only:
+        metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)
+        print(json.dumps({"offence": metrics}, ensure_ascii=False))
+    conspiracy = conspiracy_model.train(args.own, args.conspiracy_out, seed=args.seed)
     print(json.dumps({"conspiracy": conspiracy}, ensure_ascii=False))
     ngram = conspiracy_model.train_ngram(args.own, args.conspiracy_out.with_name("conspiracy_ngram"), seed=args.seed)
     print(json.dumps({"conspiracy_ngram": ngram}, ensure_ascii=False))
@@ -192,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(describe_config())
             return EXIT_OK
+        if args.command == "sample-flags":
+            from pipeline import sample_flags
+
+            return sample_flags.main(args.output, args.per_category, args.seed, args.out, args.category)
         if args.command == "report":
             from pipeline import report
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The project's own labelled sets (tests/data/README.md): train-flags trains and chooses on them.
 OWN_LABELLED_SETS = tuple(PROJECT_ROOT / "tests" / "data" / n
-                          for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv"))
+                          for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv",
+                                    "conspiracy_genres.csv", "offence_hard.csv"))
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 
@@ -80,8 +81,9 @@ class FlagConfig(Section):
     threshold_abuse: float = Field(0.5, ge=0, le=1, description="score_abuse at or above this sets flag_abuse.")
     threshold_hate: float = Field(0.5, ge=0, le=1, description="score_hate at or above this sets flag_hate.")
     threshold_conspiracy: float = Field(0.5, ge=0, le=1, description="score_conspiracy at or above this sets flag_conspiracy.")
-    conspiracy_model_weight: float = Field(0.0, ge=0, le=1, description="Share of the embedding head's conspiracy probability in score_conspiracy. 0 since the n-gram model came: the head adds no recall there and, added to it, flagged 17 seed comments (11 clean); it still supplies the nearest labelled example as evidence.")
-    conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1, description="Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on: 10%). Cross-validated with the rules on the project's own sets (4,457 rows): 0.1 F1 0.81 at 0.2% of clean comments flagged, 0.2 F1 0.88 at 1.0%, 0.3 F1 0.87 at 2.1%.")
+    conspiracy_model_weight: float = Field(0.3, ge=0, le=1, description="Share of the embedding head's conspiracy probability (models/conspiracy) in score_conspiracy. Chosen with the next two and threshold_conspiracy by benchmarks/choose_conspiracy.py on the real dev split (1,972 hand-labelled weibo_ced comments, 29 claims): rules + 0.3 head + 0.5 n-grams at prior 0.2 gave F1 0.53 (rules alone 0.55) at 0.2% of a random stream's clean comments flagged, and kept F1 0.87 on the written held-out threads (rules alone 0.71).")
+    conspiracy_ngram_weight: float = Field(0.5, ge=0, le=1, description="Share of the conspiracy n-gram model's probability (models/conspiracy_ngram: character 2-3-grams, no single characters) in score_conspiracy; chosen with conspiracy_model_weight on the real dev split.")
+    conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1, description="Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on). Chosen on the real dev split with the weights above, from 0.05, 0.1 and 0.2.")
     offence_model: Literal["blend", "encoder", "ngram"] = Field("blend", description="Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev).")
     offence_encoder: Literal["top4", "extra"] = Field("top4", description="Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass; blend CV macro-F1 0.917 on COLD dev, 0.908 on the own held-out rows) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; 0.906 / 0.859).")
     offence_blend_encoder: float | None = Field(None, description="Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev and the own held-out rows; models/README.md).")

@@ -62,7 +62,8 @@ class Lexicon:
                 at = sound.find(form)
                 while at >= 0 and splits_a_word(key, at, at + len(form), self.weights):
                     at = sound.find(form, at + 1)
-                if at >= 0:
+                # A spelling that is itself a listed term (尼玛) already counted once as written.
+                if at >= 0 and key[at:at + len(form)] not in self.weights:
                     found.append((f"{term} (as '{key[at:at + len(form)]}')", self.weights[term]))
         return found
 

@@ -555,9 +555,11 @@ def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], lis
     cold_train = read_csv(cold_dir / "train.csv")
     train_x = [normalize_text(r["TEXT"]) for r in cold_train]
     train_y = [int(r["label"]) for r in cold_train]
-    seen = set(train_x)
+    from pipeline.match_key import match_key
+
+    seen = {match_key(t) for t in train_x}
     dev = [(normalize_text(r["TEXT"]), int(r["label"])) for r in read_csv(cold_dir / "dev.csv")]
-    dev = [(t, y) for t, y in dev if t not in seen]  # COLD's dev repeats some train rows
+    dev = [(t, y) for t, y in dev if match_key(t) not in seen]  # COLD's dev repeats train rows, some near-copies
     return train_x, train_y, dev, own_rows(own_sets, "train")
 
 

@@ -78,9 +78,14 @@ def _read_swsr(swsr_dir: Path) -> tuple[list[str], np.ndarray]:
     return [normalize_text(t) for t in df["comment_text"].to_list()], df["label"].to_numpy().astype(np.int64)
 
 
-def _drop_seen(texts: list[str], labels: np.ndarray, seen: set[str]) -> tuple[list[str], np.ndarray, int]:
-    """Rows whose text is not in `seen`, and how many were dropped (comparison on normalised text)."""
-    keep = [i for i, t in enumerate(texts) if t not in seen]
+def _drop_seen(texts: list[str], labels: np.ndarray, seen: set[str] | list[str]) -> tuple[list[str], np.ndarray, int]:
+    """Rows that are no near-copy of a text in `seen`, and how many were dropped. Compared by the
+    dedup matching key (pipeline.match_key: case, spacing, punctuation, look-alikes and repeats
+    folded), not only exact text: COLD's dev repeats train rows with such differences."""
+    from pipeline.match_key import match_key
+
+    seen_keys = {match_key(t) for t in seen}
+    keep = [i for i, t in enumerate(texts) if match_key(t) not in seen_keys]
     return [texts[i] for i in keep], labels[keep], len(texts) - len(keep)
 
 

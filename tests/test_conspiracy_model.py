@@ -28,8 +28,15 @@ def test_dev_set_is_labelled_as_documented():
     assert (dev["kind"] == "hard_negative").sum() >= 100
 
 
+def test_folds_keep_each_thread_in_one_fold():
+    rows = conspiracy_model.own_rows([Path(__file__).parent / "data" / "conspiracy_genres.csv"])
+    groups = rows["group"].to_list()
+    for train_idx, test_idx in conspiracy_model.grouped_folds(rows["conspiracy"].to_numpy(), groups, seed=0):
+        assert not {groups[i] for i in train_idx} & {groups[i] for i in test_idx}
+
+
 def test_train_cross_validates_and_the_saved_head_scores_and_explains(tmp_path):
-    metrics = conspiracy_model.train(DEV, tmp_path / "conspiracy")
+    metrics = conspiracy_model.train([DEV], tmp_path / "conspiracy")
     assert set(metrics["by_signal"]) >= {"rules", "model"}
     assert metrics["by_signal"]["model"]["at_0.5"]["f1"] > metrics["by_signal"]["rules"]["at_0.5"]["f1"]
     head = conspiracy_model.ConspiracyHead.load(tmp_path / "conspiracy")

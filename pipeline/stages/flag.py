@@ -17,10 +17,11 @@ its own pass) and character n-grams (models/offence). It is then recalibrated fr
   halved when a group is named)
 - hate  = slur-lexicon weights  (+)  insult weights, abuse-rule weights and model probability (x 0.25 when no group is named)
 - conspiracy = the weights of the conspiracy rules that match  (+)  `conspiracy_model_weight` x a
-  logistic regression on the comment's e5 embedding, trained on the project's own labelled set
-  (models/conspiracy; at the default 0.5 it lifts a weak rule match but cannot flag alone)  (+)  a
-  character n-gram model trained on the project's own sets (models/conspiracy_ngram), recalibrated
-  to `flag.conspiracy_ngram_prior`
+  logistic regression on the comment's e5 embedding, trained on the project's own labelled sets
+  (models/conspiracy)  (+)  `conspiracy_ngram_weight` x a character 2-3-gram model trained on the
+  same sets (models/conspiracy_ngram), recalibrated to `flag.conspiracy_ngram_prior`. The weights
+  and the threshold were chosen on real comments (benchmarks/choose_conspiracy.py): one model
+  alone cannot flag; a rule match, or both models sure, can.
 Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
 """
 from __future__ import annotations
@@ -192,7 +193,7 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
-            "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * hp, cp]),
+            "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * hp, cfg.conspiracy_ngram_weight * cp]),
             "evidence_abuse": offence_evidence + ([model_evidence] if model_evidence else []),
             "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
                              + ((offence_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),

@@ -60,7 +60,8 @@ class Lexicon:
                 if any(term in f for f, _ in found):
                     continue
                 at = sound.find(form)
-                while at >= 0 and splits_a_word(key, at, at + len(form), self.weights):
+                while at >= 0 and (splits_a_word(key, at, at + len(form), self.weights)
+                                   or swaps_in_a_function_word(key[at:at + len(form)], term)):
                     at = sound.find(form, at + 1)
                 # A spelling that is itself a listed term (尼玛) already counted once as written.
                 if at >= 0 and key[at:at + len(form)] not in self.weights:
@@ -77,6 +78,16 @@ class Lexicon:
             sounds = pl.Series([sound_key(k) for k in keys], dtype=pl.String)
             hit = hit | sounds.str.contains_any(list(self.by_sound))
         return [self.matches(k) if h else [] for k, h in zip(keys, hit.to_list())]
+
+
+# Pronouns, particles and measure words people write all the time: a spelling that puts one of them
+# where the term has another character is ordinary text, not a dodge ("你个" is not 尼哥, "啊三" after
+# a mention is not 阿三). Dodges swap in rarer characters (傻比, 煞笔, 黑桂).
+FUNCTION_CHARS = frozenset("你我他她它的地得了是个啊呀吧呢吗在有不也就都和这那一么哦哈")
+
+
+def swaps_in_a_function_word(spelling: str, term: str) -> bool:
+    return len(spelling) == len(term) and any(a != b and a in FUNCTION_CHARS for a, b in zip(spelling, term))
 
 
 # jieba gives its rarest entries frequency 3; from 10 up a word is something people really write.

@@ -1,3 +1,4 @@
+import pytest
 import json
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def test_folds_keep_each_thread_in_one_fold():
         assert not {groups[i] for i in train_idx} & {groups[i] for i in test_idx}
 
 
+@pytest.mark.slow
 def test_train_cross_validates_and_the_saved_head_scores_and_explains(tmp_path):
     metrics = conspiracy_model.train([DEV], tmp_path / "conspiracy")
     assert set(metrics["by_signal"]) >= {"rules", "model"}

@@ -104,15 +104,17 @@ def test_a_lexicon_term_that_folds_to_one_character_is_refused(tmp_path):
 def test_a_weight_zero_phrase_hides_the_term_inside_it_where_it_occurs():
     assert _slur_matches("希望别一棒子打死所有加盟商") == []  # the idiom, not the slur
     assert _slur_matches("玉米棒子又涨价了") == []
-    assert [t for t in _slur_matches("这帮高丽棒子") if t.startswith("棒子")]
+    assert [t for t in _slur_matches("这帮高丽棒子") if "棒子" in t]
     # Only where the phrase stands: the slur elsewhere in the same comment still counts.
     assert [t for t in _slur_matches("韩国棒子也不能一棒子打死") if t.startswith("棒子")]
 
 
 def test_calling_the_subject_a_fraud_is_abuse_but_asking_reporting_or_warning_is_not():
     # No insult word in any of them: models/rules/abuse.yaml (fraud_accusation) reads what is asserted.
+    # At the rule's own weight (0.6): the default threshold_abuse (0.85, chosen on real comments)
+    # asks a second signal besides the rule.
     t, _ = flag(["卷钱跑路前还发了篇感谢信，真有仪式感", "说白了就是来圈钱的，关门是早晚的事", "这算诈骗吗？预付的学费能报警吗",
-                 "警方已经以涉嫌诈骗立案了", "小心有人冒充客服打电话诈骗"])
+                 "警方已经以涉嫌诈骗立案了", "小心有人冒充客服打电话诈骗"], threshold_abuse=0.6)
     assert t["flag_abuse"].to_list() == [True, True, False, False, False]
     assert all(any(e.startswith("rule fraud_accusation") for e in t["evidence_abuse"][i]) for i in (0, 1))
     assert t["score_offence_model"][0] < 0.5  # the rule, not the model, carries it

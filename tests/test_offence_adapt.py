@@ -68,6 +68,7 @@ def test_blend_fit_counts_each_part_equally():
 
 
 @needs_shared(COLD / "train.csv")
+@pytest.mark.slow
 def test_adapt_writes_a_loadable_encoder_and_refits_its_blend(tmp_path):
     model_dir = tmp_path / "offence_encoder"
     shutil.copytree(PROJECT_ROOT / "models" / "offence_encoder", model_dir)
@@ -93,6 +94,7 @@ def test_adapt_writes_a_loadable_encoder_and_refits_its_blend(tmp_path):
     assert stored["encoder"] == blend["encoder"] and "own sets' held-out rows (4)" in stored["fitted"]
 
 
+@pytest.mark.slow
 def test_training_chooses_the_epoch_on_both_dev_sets_when_given_two():
     """`train(also_choose_on=...)` keeps the epoch with the best mean macro-F1 of COLD dev and the
     second set; a small randomly initialised BERT is enough to exercise the loop on CPU."""

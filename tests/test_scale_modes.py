@@ -46,7 +46,8 @@ def test_embed_logits_of_another_encoder_are_not_blended_with_a_custom_models_di
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["blend_with_ngram"] = dict(meta["blend_with_ngram"], bias=meta["blend_with_ngram"]["bias"] + 0.5)
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
-    cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}"])
+    # Offence only: without the conspiracy head's share the stage needs no embedding column here.
+    cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}", "flag.conspiracy_model_weight=0"])
     ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
     texts = pl.DataFrame({"text_norm": TEXTS[:4]})
     bogus = texts.with_columns(pl.lit(-30.0, dtype=pl.Float32).alias("offence_logit"))  # as if another encoder's
@@ -57,6 +58,7 @@ def test_embed_logits_of_another_encoder_are_not_blended_with_a_custom_models_di
     assert scored["score_offence_model"][0] > 0.5
 
 
+@pytest.mark.slow
 def test_fast_mode_runs_every_stage_on_the_static_model(tmp_path):
     cfg = load_config(PROJECT / "configs" / "fast.yaml", ["run.progress=false"])
     manifest = Runner([SAMPLE], tmp_path / "out", cfg).run()

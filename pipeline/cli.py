@@ -154,8 +154,17 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
     from pipeline import conspiracy_model
 
     if not args.conspiracy_only:
-        metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed)
+        from pipeline import offence_blend
+
+        metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed,
+                                      own_sets=args.own)
         print(json.dumps({"offence": metrics}, ensure_ascii=False))
+        # Each encoder's blend weighs the n-gram model's log-odds, so a new n-gram model needs new weights.
+        for encoder_dir in (args.encoder_out, args.encoder_out.with_name("offence_encoder_extra")):
+            if (encoder_dir / "model.json").exists():
+                blend = offence_blend.refit(encoder_dir, args.out, args.cold, args.own,
+                                            log=lambda line: print(line, file=sys.stderr, flush=True))
+                print(json.dumps({f"blend {encoder_dir.name}": blend}, ensure_ascii=False))
     conspiracy = conspiracy_model.train(args.own, args.conspiracy_out, seed=args.seed)
     print(json.dumps({"conspiracy": conspiracy}, ensure_ascii=False))
     ngram = conspiracy_model.train_ngram(args.own, args.conspiracy_out.with_name("conspiracy_ngram"), seed=args.seed)

@@ -129,11 +129,9 @@ def main() -> None:
     pred = predict(labelled(splits), args.overrides)
     result = {"splits": splits, "overrides": args.overrides, "all": metrics(pred)}
     lines = table_lines("all", result["all"])
-    for stratum in ("random", "vocab", "flagged"):
-        part = pred.filter(pl.col("stratum") == stratum)
-        if part.height:
-            result[stratum] = metrics(part)
-            lines += table_lines(stratum, result[stratum])
+    for stratum in sorted(pred["stratum"].unique().to_list()):
+        result[stratum] = metrics(pred.filter(pl.col("stratum") == stratum))
+        lines += table_lines(stratum, result[stratum])
     rnd = pred.filter(pl.col("stratum") == "random")
     if rnd.height:
         result["random_stream_queue_share"] = round(float(rnd["needs_review"].mean()), 4)

@@ -10,8 +10,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.offence_encoder import own_rows
+
 from pipeline.normalize import normalize_text
-from pipeline.offence_model import OffenceModel, fit_sklearn, save_model, train
+from pipeline.offence_model import OffenceModel, _drop_seen, fit_sklearn, save_model, train
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT / "models" / "offence"
@@ -76,12 +78,12 @@ def test_shipped_model_matches_its_dev_metrics(shipped):
     # The files on disk must be the model that metrics.json describes.
     needs_cold()
     metrics = json.loads((SHIPPED / "metrics.json").read_text(encoding="utf-8"))
-    train_texts = {normalize_text(t) for t in pl.read_csv(COLD / "train.csv")["TEXT"].to_list()}
+    train_texts = [normalize_text(t) for t in pl.read_csv(COLD / "train.csv")["TEXT"].to_list()]
     dev = pl.read_csv(COLD / "dev.csv")
-    pairs = [(x, y) for x, y in zip((normalize_text(t) for t in dev["TEXT"]), dev["label"]) if x not in train_texts]
-    y = np.array([y for _, y in pairs])
-    pred = shipped.predict_proba([x for x, _ in pairs]) >= shipped.threshold
-    assert len(pairs) == metrics["dev_rows"]
+    # Dev without near-copies of train rows, by the dedup matching key, as training chose on it.
+    x, y, _ = _drop_seen([normalize_text(t) for t in dev["TEXT"]], dev["label"].to_numpy(), train_texts)
+    pred = shipped.predict_proba(x) >= shipped.threshold
+    assert len(x) == metrics["dev_rows"]
     assert abs(float((pred == y).mean()) - metrics["dev_accuracy"]) < 1e-3
 
 
@@ -103,14 +105,19 @@ def test_train_small_and_round_trip(tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
 
-    metrics = train(tmp_path / "cold", swsr, out, seed=0)
+    own = PROJECT / "tests" / "data" / "abuse_dev.csv"
+    metrics = train(tmp_path / "cold", swsr, out, seed=0, own_sets=[own], own_repeat=2)
 
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert not (out / "stale.txt").exists(), "out_dir must be replaced, not merged into"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dirs left behind"
     assert 0.6 < metrics["dev_macro_f1"] <= 1.0 and 0.0 < metrics["threshold"] < 1.0
     assert metrics["roundtrip_max_abs_diff"] <= 1e-6
-    assert set(metrics["variants"]) == ({"cold", "cold+swsr"} if swsr else {"cold"})
+    assert set(metrics["variants"]) == ({"cold+own", "cold+own+swsr"} if swsr else {"cold+own"})
+    # Only the own set's "train" rows train (its held-out half never does), repeated as asked.
+    own_train = own_rows([own], "train")
+    assert 0 < metrics["train_rows"]["own"] <= len(own_train) < len(own_rows([own], "heldout")) + len(own_train)
+    assert metrics["train_rows"]["own_repeat"] == 2
 
     model = OffenceModel.load(out)
     assert len(model.terms) == metrics["n_features"]
@@ -120,6 +127,10 @@ def test_train_small_and_round_trip(tmp_path):
     # training is deterministic, and loading loses nothing.
     cold = pl.read_csv(tmp_path / "cold" / "train.csv")
     texts, labels = [normalize_text(t) for t in cold["TEXT"]], cold["label"].to_numpy()
+    dev_texts = [normalize_text(t) for t in pl.read_csv(tmp_path / "cold" / "dev.csv")["TEXT"]]
+    dev_texts, _, _ = _drop_seen(dev_texts, np.zeros(len(dev_texts)), texts)
+    own_x, own_y, _ = _drop_seen([t for t, _ in own_train], np.array([y for _, y in own_train]), dev_texts)
+    texts, labels = texts + own_x * 2, np.concatenate([labels, own_y, own_y])
     if metrics["used_swsr"]:
         sw = pl.read_csv(swsr / "SexComment.csv")
         texts += [normalize_text(t) for t in sw["comment_text"]]

@@ -125,3 +125,16 @@ def test_a_rule_is_void_where_its_unless_pattern_matches(tmp_path):
     rules.write_text('rules:\n  - name: fraud\n    pattern: "诈骗"\n    unless: "吗|警方"\n    weight: 0.6\n', encoding="utf-8")
     keys = [match_key(normalize_text(t)) for t in ("就是诈骗", "这算诈骗吗?", "警方以诈骗立案")]
     assert [[r.name for r, _ in hits] for hits in rule_matches(load_rules(rules), keys)] == [["fraud"], [], []]
+
+
+def test_conspiracy_rests_on_a_claim_not_on_a_word():
+    """The false flags found on a real stream (a one-character greeting, calling a post fake or
+    "带节奏", blaming a person's motive) stay clean; claims of the genres real platforms see flag,
+    and a debunking of the same claim does not."""
+    clean = ["：早", "这新闻是假的吧，别带节奏了", "又是营销号带节奏，故意博眼球", "他是故意的吧，肯定是想红",
+             "网传病毒是实验室造的，已经被辟谣了"]
+    claims = ["病毒就是美国实验室造的，故意放出来的", "转基因就是美国人想毁掉中国人的阴谋", "911就是美国自导自演的",
+              "疫苗是用来控制人口的，比尔盖茨早就计划好了", "这事背后肯定是美国搞的鬼"]
+    t, _ = flag(clean + claims)
+    assert t["flag_conspiracy"].to_list() == [False] * len(clean) + [True] * len(claims)
+    assert all(any(e.startswith("rule ") for e in ev) for ev in t["evidence_conspiracy"][len(clean):])

@@ -1,9 +1,10 @@
 """How much of the project's own sets the offence n-gram model should train on, measured on the
 real dev split (benchmarks/data/weibo_ced_labels.csv, text joined from ../shared at run time) and on
-COLD dev (near-copies of train rows dropped). The model's shape is the shipped one (char 1-2-grams,
-min_df 2, C from models/offence/model.json); only the own rows' repeat changes.
+COLD dev (near-copies of train rows dropped). The model's shape is the shipped one (n-gram range and
+C from models/offence/model.json, or --ngram-range / --C); only the own rows' repeat changes, and
+the rows are those training uses (pipeline.offence_model.training_rows).
 
-    python benchmarks/offence_own_repeat.py [--repeats 0 1 3 5]
+    python benchmarks/offence_own_repeat.py [--repeats 0 1 3 5] [--ngram-range 1 2 --C 8]
 
 Prints one JSON line: per repeat, real dev ROC AUC and average precision (offensive = abusive or
 hate), COLD dev macro-F1 at the best threshold, and training seconds. The real rows only measure:
@@ -26,7 +27,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline.config import OWN_LABELLED_SETS  # noqa: E402
 from pipeline.normalize import normalize_text  # noqa: E402
 from pipeline import offence_model as om  # noqa: E402
-from pipeline.offence_encoder import own_rows  # noqa: E402
 from real_flags import labelled  # noqa: E402
 
 
@@ -34,24 +34,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", type=Path, default=ROOT.parent / "shared" / "datasets" / "cold")
     ap.add_argument("--repeats", type=int, nargs="+", default=[0, 1, 3, 5])
+    ap.add_argument("--ngram-range", type=int, nargs=2, help="default: the shipped model's (models/offence/model.json)")
+    ap.add_argument("--C", type=float, help="default: the shipped model's")
     args = ap.parse_args()
     params = json.loads((ROOT / "models" / "offence" / "model.json").read_text())["training"]["params"]
-    ngram_range, C = tuple(params["ngram_range"]), params["C"]
+    ngram_range = tuple(args.ngram_range or params["ngram_range"])
+    C = args.C or params["C"]
 
-    cold_x, cold_y = om._read_cold(args.cold / "train.csv")
-    dev_x, dev_y = om._read_cold(args.cold / "dev.csv")
-    dev_x, dev_y, _ = om._drop_seen(dev_x, dev_y, set(cold_x))
-    own = own_rows(list(OWN_LABELLED_SETS), "train")
-    own_x, own_y = [t for t, _ in own], np.array([y for _, y in own], dtype=np.int64)
     real = labelled(["dev"])
     real_x = [normalize_text(t) for t in real["text"].to_list()]
     real_y = ((real["abusive"] == 1) | (real["hate"] == 1)).to_numpy().astype(int)
 
-    out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()), "cold_dev_rows": len(dev_x),
-           "own_train_rows": len(own_x), "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
+    out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()),
+           "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
     for r in args.repeats:
+        # The rows training would use at this repeat (pipeline.offence_model.training_rows).
+        x, y, dev_x, dev_y, _, rows = om.training_rows(args.cold, list(OWN_LABELLED_SETS), r)
+        out["cold_dev_rows"] = len(dev_x)
+        if "own" in rows:
+            out["own_train_rows"] = rows["own"]
         start = time.perf_counter()
-        vec, clf = om.fit_sklearn(cold_x + own_x * r, np.concatenate([cold_y] + [own_y] * r), ngram_range, om.MIN_DF, C)
+        vec, clf = om.fit_sklearn(x, y, ngram_range, om.MIN_DF, C)
         seconds = time.perf_counter() - start
         p_real = clf.predict_proba(vec.transform(real_x))[:, 1]
         p_dev = clf.predict_proba(vec.transform(dev_x))[:, 1]

@@ -66,8 +66,8 @@ KEEP_FRACTIONS = (0.75, 0.5, 0.25)
 PRUNE_TOLERANCE = 0.001
 # The own sets' news-thread comments are repeated so that their few thousand rows weigh against
 # COLD's 25,726: COLD offends mostly about groups, news threads mostly by contempt for a person.
-# x3 was measured against x1 and none on the real dev split (models/README.md); the own "test"
-# and "heldout" rows never train.
+# x3 was chosen against x0, x1 and x5 on the real dev split (benchmarks/offence_own_repeat.py: the
+# most real-dev gain with COLD dev within 0.01); the own "test" and "heldout" rows never train.
 OWN_REPEAT = 3
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.005), 3)
 
@@ -350,7 +350,8 @@ No pickle: the files are read with pyarrow and json, so the model survives libra
   near-copies (the dedup matching key) of a train text ({metrics['dev_rows']:,} rows left).
 - The project's own labelled sets (tests/data, written by this project; tests/data/README.md):
   {metrics['train_rows'].get('own', 0):,} training rows (abusive or hate = 1), each repeated
-  x{metrics['train_rows'].get('own_repeat', 0)}; their held-out and test rows never train.
+  x{metrics['train_rows'].get('own_repeat', 0)} (the repeat chosen on the hand-labelled real dev split by
+  `benchmarks/offence_own_repeat.py`); their held-out and test rows never train.
 - SWSR SexComment, aggiejiang/SWSR, MIT: tried as extra training data;
   {'used' if metrics['used_swsr'] else 'not used: it lowered macro-F1 on COLD dev'}.
 
@@ -393,6 +394,23 @@ From the project root:
 """
 
 
+def training_rows(cold_dir: Path, own_sets: list[Path] = (), own_repeat: int = OWN_REPEAT):
+    """(train texts, train labels, dev texts, dev labels, dev rows dropped, row counts): COLD train
+    plus the own sets' "train" rows x `own_repeat`, and COLD dev without near-copies of COLD train.
+    Own rows that are near-copies of a dev text are left out, so dev stays unseen."""
+    from pipeline.offence_encoder import own_rows
+
+    train_x, train_y = _read_cold(Path(cold_dir) / "train.csv")
+    dev_x, dev_y = _read_cold(Path(cold_dir) / "dev.csv")
+    # dev.csv repeats some train texts; scoring them would reward memorising.
+    dev_x, dev_y, dev_dropped = _drop_seen(dev_x, dev_y, set(train_x))
+    own = own_rows([Path(p) for p in own_sets], "train") if own_repeat > 0 else []
+    own_x, own_y, _ = _drop_seen([t for t, _ in own], np.array([y for _, y in own], dtype=np.int64), set(dev_x))
+    rows = {"cold": len(train_x), **({"own": len(own_x), "own_repeat": own_repeat} if own_x else {})}
+    train_x, train_y = train_x + own_x * own_repeat, np.concatenate([train_y] + [own_y] * own_repeat)
+    return train_x, train_y, dev_x, dev_y, dev_dropped, rows
+
+
 def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
           own_sets: list[Path] = (), own_repeat: int = OWN_REPEAT) -> dict:
     """Train, choose parameters and threshold on COLD dev, write the model into out_dir.
@@ -400,21 +418,11 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
 
     Returns the metrics, which are also written to out_dir/metrics.json.
     """
-    from pipeline.offence_encoder import own_rows
-
     start = time.perf_counter()
     cold_dir, out_dir = Path(cold_dir), Path(out_dir)
 
-    train_x, train_y = _read_cold(cold_dir / "train.csv")
-    dev_x, dev_y = _read_cold(cold_dir / "dev.csv")
-    # dev.csv repeats some train texts; scoring them would reward memorising.
-    dev_x, dev_y, dev_dropped = _drop_seen(dev_x, dev_y, set(train_x))
-    own = own_rows([Path(p) for p in own_sets], "train") if own_repeat > 0 else []
-    own_x, own_y, _ = _drop_seen([t for t, _ in own], np.array([y for _, y in own], dtype=np.int64), set(dev_x))
-    base_rows = {"cold": len(train_x), **({"own": len(own_x), "own_repeat": own_repeat} if own_x else {})}
-    train_x, train_y = train_x + own_x * own_repeat, np.concatenate([train_y] + [own_y] * own_repeat)
-
-    base = "cold+own" if own_x else "cold"
+    train_x, train_y, dev_x, dev_y, dev_dropped, base_rows = training_rows(cold_dir, own_sets, own_repeat)
+    base = "cold+own" if "own" in base_rows else "cold"
     datasets = {base: (train_x, train_y, base_rows)}
     if swsr_dir is not None:
         sw_x, sw_y = _read_swsr(Path(swsr_dir))
@@ -452,11 +460,10 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
     threshold = best_threshold(dev_y, dev_p)
     training = {
         "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                 **({"own": [f"{Path(p).as_posix().split('/')[-1]} (train rows, x{own_repeat})" for p in own_sets]}
-                    if own_x else {}),
+                 **({"own": [f"{Path(p).name} (train rows, x{own_repeat})" for p in own_sets]} if "own" in rows else {}),
                  **({"swsr": "aggiejiang/SWSR SexComment.csv (MIT)"} if "swsr" in rows else {})},
         "rows": rows,
-        "selection": "COLD dev.csv without rows whose text is in train",
+        "selection": "COLD dev.csv without near-copies of train rows (the dedup matching key)",
         "dev_rows": len(dev_x), "seed": seed,
         "params": {"ngram_range": list(ngram_range), "min_df": MIN_DF, "C": C, "keep_fraction": keep_fraction},
     }

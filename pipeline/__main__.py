@@ -1,5 +1,10 @@
 import sys
 
-from pipeline.cli import main
+from pipeline.cli import EXIT_INTERNAL, main, missing_dependency
 
-sys.exit(main())
+try:
+    code = main()
+except ModuleNotFoundError as e:  # e.g. the system python instead of the project's venv
+    print(missing_dependency(e), file=sys.stderr)
+    code = EXIT_INTERNAL
+sys.exit(code)

@@ -1,4 +1,6 @@
-"""Command line: `python -m pipeline run|train-flags|config|describe`.
+"""Chinese comment moderation and clustering: near-duplicates, topics, flags and a review queue.
+
+Commands: run, train-flags, evaluate, sample-flags, report, distill-static, config, describe.
 
 Exit codes a scheduler can act on: 0 success, 2 bad input or config, 3 directory locked by
 another run, 1 internal error. Errors print one line saying what to do; --debug adds the traceback.
@@ -13,6 +15,10 @@ import time
 from pathlib import Path
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+# What a run writes into its output directory (the contract; `describe` lists it).
+OUTPUT_FILES = ("comments.parquet", "topics.parquet", "review/queue.parquet", "review/queue.csv",
+                "review/index.html", "review/map.parquet", "quarantine.parquet (only when rows were rejected)",
+                "manifest.json (written last)", "_stages/ (stored stage results for reruns)")
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,8 +40,9 @@ def setup_logging(quiet: bool, log_json: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.config import OWN_LABELLED_SETS
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
+                                     epilog="`python -m pipeline COMMAND --help` shows a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     run = sub.add_parser("run", help="label a batch of comments: near-duplicates, topics, flags")
     run.add_argument("--input", "-i", action="append", required=True, type=Path,
@@ -177,9 +184,13 @@ def cmd_describe() -> int:
 
     for s in STAGES:
         print(f"{s.name} (v{s.version}, config section: {s.config_section})\n  needs: {', '.join(s.requires)}\n  adds:  {', '.join(s.adds)}")
-    print("export\n  writes: comments.parquet, topics.parquet, review/queue.parquet, review/queue.csv, "
-          "quarantine.parquet (when rows were rejected), manifest.json")
+    print("export\n  writes: " + ", ".join(OUTPUT_FILES))
     return EXIT_OK
+
+
+def missing_dependency(e: ModuleNotFoundError) -> str:
+    return (f"error: the Python package {e.name!r} is missing from {sys.executable}; run the commands with the "
+            f"project's environment (.venv/bin/python -m pipeline ...), or install it: pip install -e '.[test,ray]'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except LockedError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_LOCKED
+    except ModuleNotFoundError as e:
+        print(missing_dependency(e), file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to finish (finished stages are reused)", file=sys.stderr)
         return 130

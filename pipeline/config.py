@@ -5,6 +5,7 @@ typo in a config file fails loudly instead of being ignored.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -138,8 +139,24 @@ def apply_override(data: dict, assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: the key must be section.key, e.g. dedup.min_jaccard")
     section, name = parts
     if section not in Config.model_fields:
-        raise ConfigError(f"--set {assignment!r}: no config section {section!r}; sections: {', '.join(Config.model_fields)}")
-    data.setdefault(section, {})[name] = _parse_value(raw)
+        raise ConfigError(f"--set {assignment!r}: no config section {section!r}{_closest(section, Config.model_fields)}; "
+                          f"sections: {', '.join(Config.model_fields)}")
+    knobs = Config.model_fields[section].annotation.model_fields
+    if name not in knobs:
+        raise ConfigError(f"--set {assignment!r}: {section} has no knob {name!r}{_closest(name, knobs)}; "
+                          f"its knobs: {', '.join(knobs)}")
+    value = _parse_value(raw)
+    try:
+        Config.model_fields[section].annotation.__pydantic_validator__.validate_assignment(
+            Config.model_fields[section].annotation.model_construct(), name, value)
+    except ValidationError as e:
+        raise ConfigError(f"--set {assignment!r}: {e.errors()[0]['msg']}") from None
+    data.setdefault(section, {})[name] = value
+
+
+def _closest(name: str, choices) -> str:
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:

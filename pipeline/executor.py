@@ -13,6 +13,8 @@ fitting, joins) stays in the stage, on the driver.
 """
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import polars as pl
@@ -21,8 +23,10 @@ from pipeline.progress import chunks
 
 
 class BatchFunction(Protocol):
+    """`tick(rows)`, when given, is called as parts of a long batch finish, to move the bar."""
+
     def __init__(self, **kwargs: Any) -> None: ...
-    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame: ...
+    def __call__(self, batch: pl.DataFrame, tick: Callable[[int], None] | None = None) -> pl.DataFrame: ...
 
 
 class LocalExecutor:
@@ -36,7 +40,9 @@ class LocalExecutor:
         if table.height == 0:
             return fn_class(**fn_kwargs)(table)
         fn = fn_class(**fn_kwargs)
-        parts = [fn(table[part]) for part in chunks(table.height, batch_size, desc, self.progress)]
+        ticks = "tick" in inspect.signature(fn.__call__).parameters
+        parts = [fn(table[part], tick) if ticks else fn(table[part])
+                 for part, tick in chunks(table.height, batch_size, desc, self.progress)]
         return pl.concat(parts, how="vertical")
 
     def close(self) -> None:

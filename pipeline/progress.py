@@ -1,17 +1,38 @@
 """Progress bars for long stages: rows done and rows/s on stderr, nothing under `--quiet`."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tqdm import tqdm
 
+# Rows a batch function handles between two progress reports: a few seconds of the slowest
+# encoder on 2 cores, so a bar never stands still for minutes inside one large batch.
+TICK_ROWS = 256
 
-def chunks(total: int, size: int, desc: str, enabled: bool) -> Iterator[slice]:
-    """Slices of `size` rows over `total` rows; the bar advances by each slice's rows once the
-    caller has finished it."""
+
+def chunks(total: int, size: int, desc: str, enabled: bool) -> Iterator[tuple[slice, Callable[[int], None]]]:
+    """Slices of `size` rows over `total` rows, each with a `tick(rows)` the caller may call as it
+    finishes part of the slice; whatever was not ticked is added when the slice is done."""
     with tqdm(total=total, desc=desc, unit="rows", disable=not enabled or total == 0,
               dynamic_ncols=True, mininterval=1.0) as bar:
         for start in range(0, total, size):
             part = slice(start, min(start + size, total))
-            yield part
-            bar.update(part.stop - part.start)
+            done = 0
+
+            def tick(rows: int) -> None:
+                nonlocal done
+                rows = min(rows, part.stop - part.start - done)
+                done += rows
+                bar.update(rows)
+
+            yield part, tick
+            bar.update(part.stop - part.start - done)
+
+
+def in_ticks(n: int, tick: Callable[[int], None] | None, rows: int = TICK_ROWS) -> Iterator[slice]:
+    """Slices of `rows` over `n` rows, reporting each one to `tick` once the caller has done it."""
+    for start in range(0, n, rows):
+        part = slice(start, min(start + rows, n))
+        yield part
+        if tick is not None:
+            tick(part.stop - part.start)

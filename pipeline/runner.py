@@ -66,6 +66,8 @@ class Runner:
         self.decisions_file = decisions
         if decisions is not None and not decisions.exists():
             raise readers.InputFileError(f"{decisions}: decisions file not found; check the --decisions path")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise readers.InputFileError(f"{out_dir}: is a file; --output must be a directory (new or from an earlier run)")
         self.stage_dir = out_dir / "_stages"
         self.records: list[StageRecord] = []
 
@@ -166,6 +168,7 @@ class Runner:
                 if cached is None:
                     table = readers.read_inputs(self.inputs, self.cfg.ingest.id_column, self.cfg.ingest.text_column,
                                                 self.cfg.ingest.thread_comments_start)
+                    self._warn_empty_inputs(table)
                 rows_in = table.height if cached is None else cached[2].get("rows_in", 0)
             else:
                 rows_in = table.height
@@ -197,6 +200,14 @@ class Runner:
             self.records.append(StageRecord(stage.name, status, rows_in, table.height, round(time.time() - t0, 3), fp, facts))
             log.info("stage %s: %s in %.1fs", stage.name, status, time.time() - t0)
         return table, side
+
+    def _warn_empty_inputs(self, raw: pl.DataFrame) -> None:
+        # An empty night is normal for a scheduler (exit 0), but a person should see why nothing came out.
+        seen = set(raw["source_file"].unique().to_list())
+        for p in self.inputs:
+            if str(p) not in seen:
+                log.warning("%s: no comments in this file%s", p,
+                            "; writing the outputs with zero rows" if raw.height == 0 else "")
 
     def _load_cached(self, stage: Stage, fp: str):
         meta_path = self.stage_dir / f"{stage.name}.json"

@@ -231,3 +231,20 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert e5_model.default_cache_dir() == tmp_path
     monkeypatch.delenv("PIPELINE_CACHE_DIR")
     assert e5_model.default_cache_dir() == Path.home() / ".cache" / "comment-pipeline"
+
+
+def test_a_vector_does_not_depend_on_the_texts_batched_with_it():
+    # Padding to the batch's longest text changed the last bits of vectors, and those bits changed
+    # the sample's topics depending on what the embedding cache already held.
+    from pipeline.config import load_config
+    from pipeline.stages import embed
+
+    cfg = load_config(None, ["embed.batch_size=4"]).embed
+    model = embed.load_model(cfg, e5_model.default_cache_dir())
+    texts = ["短", "这是一条普通的评论", "背后肯定有资本在操控，大家别被带节奏了" * 3, "好", "再来一条中等长度的评论吧"]
+    together = embed.encode(model, texts, cfg)
+    alone = np.stack([embed.encode(model, [t], cfg)[0] for t in texts])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(embed.encode(model, texts[::-1], cfg)[::-1], together)
+    reference = model.encode(texts, prompt_name=cfg.prompt_name, normalize_embeddings=True)
+    assert float((together * reference).sum(axis=1).min()) > 0.99999

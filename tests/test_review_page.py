@@ -30,8 +30,10 @@ def sample_run(tmp_path_factory):
 def browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("no chromium/chromedriver found (Debian: apt-get install chromium chromium-driver)")
+    missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver)) if not found]
+    if missing:
+        packages = " ".join({"chromium": "chromium", "chromedriver": "chromium-driver"}[m] for m in missing)
+        pytest.skip(f"{' and '.join(missing)} not found on PATH (Debian/Ubuntu: apt-get install {packages})")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -39,6 +39,7 @@ from pipeline.config import PROJECT_ROOT, FlagConfig
 from pipeline.keywords import WORDLIKE
 from pipeline.flag_rules import load_lexicon, load_rules, noisy_or, rule_matches
 from pipeline.match_key import match_key
+from pipeline.progress import in_ticks
 from pipeline.stage import Stage, StageContext
 
 log = logging.getLogger("pipeline")
@@ -244,7 +245,11 @@ class Scorer:
         self.cfg, self.cache_dir, self.example_vectors = cfg, cache_dir, example_vectors
         load_resources(models_dir_of(cfg))  # loaded once here, not inside the first batch
 
-    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+    def __call__(self, batch: pl.DataFrame, tick=None) -> pl.DataFrame:
+        parts = [self._score(batch[p]) for p in in_ticks(batch.height, tick)]
+        return pl.concat(parts, how="vertical") if parts else self._score(batch)
+
+    def _score(self, batch: pl.DataFrame) -> pl.DataFrame:
         # Vectors only travel when the head's probability counts; the nearest-example evidence is
         # added afterwards, for the few rows that need it (run()).
         vectors = batch["embedding"].to_numpy().astype(np.float32) if "embedding" in batch.columns else None
@@ -274,6 +279,8 @@ def embed_logits_are_ours(cfg: FlagConfig) -> bool:
 
 
 def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame:
+    if table.height == 0:
+        return _empty(table, cfg)
     # Score each distinct text once: copies of a comment get identical scores and evidence.
     distinct = table["text_norm"].unique(maintain_order=True)
     example_vectors = examples_in_run_space(cfg, ctx)
@@ -304,6 +311,12 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
                      flagged={c: int(table[f"flag_{c}"].sum()) for c in CATEGORIES},
                      needs_review=int(table["needs_review"].sum()))
     return table
+
+
+def _empty(table: pl.DataFrame, cfg: FlagConfig) -> pl.DataFrame:
+    """An empty batch (a quiet night is normal): the stage's columns with no rows, no model loaded."""
+    table = pl.concat([table, pl.DataFrame(schema=SCORE_SCHEMA)], how="horizontal")
+    return table.with_columns([pl.lit(False).alias(f"flag_{c}") for c in CATEGORIES] + [pl.lit(False).alias("needs_review")])
 
 
 def _add_nearest_examples(scored: pl.DataFrame, table: pl.DataFrame, cfg: FlagConfig,

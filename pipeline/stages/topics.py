@@ -13,6 +13,7 @@ batch is assigned to those topics and keeps their ids, unless `refit` is set or 
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -22,6 +23,8 @@ import polars as pl
 from pipeline.config import TopicsConfig
 from pipeline.keywords import ctfidf
 from pipeline.stage import Stage, StageContext
+
+log = logging.getLogger("pipeline")
 
 NO_TOPIC_LABEL = "(no topic)"
 MIN_REPS_FOR_TOPIC_CAP = 1000
@@ -46,12 +49,13 @@ def auto_min_samples(min_cluster_size: int) -> int:
 
 
 def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarray, dict]:
-    import hdbscan
-    import umap
-
     n = len(vectors)
     if n < cfg.min_comments:
         return np.zeros(n, dtype=np.int64), {"clustered": False, "reason": f"fewer than {cfg.min_comments} distinct texts"}
+    # Imported here: loading them (numba) takes seconds that a small or empty batch does not need.
+    import hdbscan
+    import umap
+
     mcs = cfg.min_cluster_size or auto_min_cluster_size(n)
     n_neighbors = min(cfg.umap_neighbors, n - 1)
     # umap finds neighbours exactly below 4,096 points and with pynndescent above, whose numba
@@ -66,7 +70,9 @@ def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarr
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         # Topics never call transform (new comments join the nearest centroid), so no search index.
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        log.info("topics: UMAP on %d points", n)
         reduced = reducer.fit_transform(vectors)
+    log.info("topics: HDBSCAN on %d points", n)
     # Capping a topic's share keeps HDBSCAN's excess-of-mass selection from picking two or three
     # super-clusters over the real topics (seen on product reviews: 10 categories -> 4 topics).
     # Only on large batches: on a small thread the cap can leave HDBSCAN no cluster it may pick
@@ -183,11 +189,16 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
         mode = "assigned" if outside <= cfg.refit_outlier_share else "refitted: too many comments outside the saved topics"
         info = {"saved_topics": saved.height, "outside_saved_topics": round(outside, 4)}
     if mode != "assigned":
+        # No bar here (UMAP and HDBSCAN report no progress), so a line per step says what is running.
+        ctx.log.info("topics: fitting on %d duplicate-group representatives", len(vectors))
         labels, fit_info = fit(vectors, weights, cfg, ctx.seed)
         info |= fit_info
+    else:
+        ctx.log.info("topics: %d representatives assigned to %d saved topics", len(vectors), saved.height)
 
     rep_topics = pl.DataFrame({"dup_group": reps["dup_group"], "topic_id": labels})
     table = table.join(rep_topics, on="dup_group", how="left", maintain_order="left")
+    ctx.log.info("topics: keywords and labels of %d topics", len(set(labels.tolist()) - {-1}))
     topics = describe_topics(table, reps.with_columns(pl.Series("topic_id", labels)), vectors, labels, cfg, ctx.seed)
     if mode == "assigned":
         # Saved topics keep their labels and keywords, so a topic reads the same in every batch.

@@ -33,20 +33,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def components(df: pl.DataFrame) -> dict[str, np.ndarray]:
     """Each conspiracy signal of the shipped models for the dev rows (rules, head, raw n-gram p)."""
     from pipeline.config import Config
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
     from pipeline.stage import StageContext
     from pipeline.runner import default_cache_dir
-    from pipeline.stages import embed, flag
+    from pipeline.scoring import score as scoring
+    from pipeline.scoring.rules import rule_scores
+    from pipeline.stages import embed
 
     cfg = Config()
     norm = [normalize_text(t) for t in df["text"].to_list()]
-    models_dir = flag.models_dir_of(cfg.flag)
-    res = flag.load_resources(models_dir)
+    models_dir = scoring.models_dir_of(cfg.flag)
+    res = scoring.load_resources(models_dir)
     ctx = StageContext(seed=0, cache_dir=default_cache_dir(cfg), state_dir=None, progress=False)
     vectors = embed.run(pl.DataFrame({"text_norm": norm}), cfg.embed, ctx)["embedding"].to_numpy().astype(np.float32)
     ngram = res["conspiracy_ngram"]
-    return {"rules": np.array([r["score_conspiracy"] for r in flag.rule_scores(norm, models_dir)]),
+    return {"rules": np.array([r["score_conspiracy"] for r in rule_scores(norm, models_dir)]),
             "head": res["conspiracy_head"].predict_proba(vectors),
             "ngram": np.clip(ngram.predict_proba([match_key(t) for t in norm]), 1e-6, 1 - 1e-6),
             "ngram_rate": np.full(len(norm), ngram.train_positive_rate)}

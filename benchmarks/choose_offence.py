@@ -36,8 +36,8 @@ THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
 
 def cold_dev_sample(n: int, seed: int) -> pl.DataFrame:
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
 
     seen = {match_key(normalize_text(t)) for t in pl.read_csv(COLD / "train.csv", columns=["TEXT"])["TEXT"].to_list()}
     dev = pl.read_csv(COLD / "dev.csv", columns=["TEXT", "label"])

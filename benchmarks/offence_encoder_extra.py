@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline import offence_encoder as oe  # noqa: E402
+from pipeline.models import offence_encoder as oe  # noqa: E402
 from pipeline.config import OWN_LABELLED_SETS, PROJECT_ROOT  # noqa: E402
 from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
@@ -46,7 +46,7 @@ def st_batches(st, texts: list[str], batch_size: int = BATCH):
 
 
 def load_st():
-    from pipeline import e5_model
+    from pipeline.models import e5_model
 
     st = e5_model.load_sentence_transformer()
     st.max_seq_length = oe.EXTRA_MAX_TOKENS
@@ -78,7 +78,7 @@ def package(args) -> None:
     from safetensors.torch import load_file
     from transformers import BertConfig
 
-    from pipeline import e5_model
+    from pipeline.models import e5_model
 
     results = json.loads((args.run / "results.json").read_text())
     info = results[args.variant]
@@ -142,7 +142,7 @@ def blend_cv(features: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0)
 def evaluate(args) -> None:
     from scipy.special import logit
 
-    from pipeline.offence_model import OffenceModel
+    from pipeline.models.offence_ngram import OffenceModel
 
     enc = oe.OffenceEncoder.load(args.model)
     texts, y, batches = dev_states(args.cold, args.states_cache)

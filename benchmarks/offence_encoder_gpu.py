@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline import offence_encoder as oe  # noqa: E402
+from pipeline.models import offence_encoder as oe  # noqa: E402
 
 VARIANTS = {
     # name: (kind, r/top/extra layers, lr, epochs, use_swsr); "_own" variants add the project's own sets,
@@ -68,7 +68,7 @@ def build(config: dict, weights: dict):
 
 def dequantize(weights: dict) -> dict:
     """A `--q4` bundle's 4-bit blocks back to float32 with e5_model's own code (exact)."""
-    from pipeline.e5_model import dequantize_q4_0
+    from pipeline.models.e5_model import dequantize_q4_0
 
     out = {k: v for k, v in weights.items() if not k.endswith((".q4", ".q4shape"))}
     for name in [k[: -len(".q4")] for k in weights if k.endswith(".q4")]:

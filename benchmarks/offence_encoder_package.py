@@ -2,7 +2,7 @@
 
 Copies `<variant>.safetensors` (the top layers in float16 and the head, the format `train-flags
 --encoder` writes) and writes model.json with the training record from the run's results.json. The
-blend with the n-gram model is refit afterwards (`--refit`, or `pipeline.offence_blend.refit`).
+blend with the n-gram model is refit afterwards (`--refit`, or `pipeline.models.offence_blend.refit`).
 
     python benchmarks/offence_encoder_package.py --run /work/.device/1 --variant top4_own_adapt \
         --out models/offence_encoder --device "NVIDIA H100, bf16 autocast" --refit
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline import e5_model  # noqa: E402
-from pipeline.fileio import replace_dir  # noqa: E402
+from pipeline.models import e5_model  # noqa: E402
+from pipeline.io.fileio import replace_dir  # noqa: E402
 from pipeline.config import OWN_LABELLED_SETS as OWN_SETS  # noqa: E402
-from pipeline.offence_encoder import MAX_TOKENS, PREFIX, OffenceEncoder, save_json, training_texts  # noqa: E402
+from pipeline.models.offence_encoder import MAX_TOKENS, PREFIX, OffenceEncoder, save_json, training_texts  # noqa: E402
 from offence_encoder_gpu import own_repeat  # noqa: E402  (this folder is on sys.path when run as a script)
 
 GPU_SCRIPT = "benchmarks/offence_encoder_gpu.py"
@@ -54,7 +54,7 @@ def main() -> None:
     meta = {
         "format_version": 1, "kind": "top", "top_layers": base["size"],
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
-        "input": f"text normalised by pipeline.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
+        "input": f"text normalised by pipeline.text.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
         "base_model": e5_model.MODEL_ID,
         "threshold": base["threshold"], "train_positive_rate": float(np.mean(cold_train_y)),
         "weights": {"file": "top_layers.safetensors", "sha256": digest,
@@ -91,7 +91,7 @@ def main() -> None:
     OffenceEncoder.load(args.out)  # the sha256 and the layers load
     print(json.dumps({"installed": str(args.out), "variant": args.variant, "sha256": digest[:12]}))
     if args.refit:
-        from pipeline import offence_blend
+        from pipeline.models import offence_blend
 
         blend = offence_blend.refit(args.out, args.out.parent / "offence", args.cold, list(OWN_SETS),
                                     log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -2,7 +2,7 @@
 real dev split (benchmarks/data/weibo_ced_labels.csv, text joined from ../shared at run time) and on
 COLD dev (near-copies of train rows dropped). The model's shape is the shipped one (n-gram range and
 C from models/offence/model.json, or --ngram-range / --C); only the own rows' repeat changes, and
-the rows are those training uses (pipeline.offence_model.training_rows).
+the rows are those training uses (pipeline.models.offence_ngram.training_rows).
 
     python benchmarks/offence_own_repeat.py [--repeats 0 1 3 5] [--ngram-range 1 2 --C 8]
 
@@ -18,15 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline.config import OWN_LABELLED_SETS  # noqa: E402
-from pipeline.normalize import normalize_text  # noqa: E402
-from pipeline import offence_model as om  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
+from pipeline.models import offence_ngram as om  # noqa: E402
 from real_flags import labelled  # noqa: E402
 
 
@@ -48,7 +47,7 @@ def main() -> None:
     out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()),
            "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
     for r in args.repeats:
-        # The rows training would use at this repeat (pipeline.offence_model.training_rows).
+        # The rows training would use at this repeat (pipeline.models.offence_ngram.training_rows).
         x, y, dev_x, dev_y, _, rows = om.training_rows(args.cold, list(OWN_LABELLED_SETS), r)
         out["cold_dev_rows"] = len(dev_x)
         if "own" in rows:

@@ -45,7 +45,7 @@ def labelled(splits: list[str]) -> pl.DataFrame:
 def predict(table: pl.DataFrame, overrides: list[str]) -> pl.DataFrame:
     """The flag stage's output for these comments (ingest, embed, flag), default config + overrides."""
     from pipeline.config import load_config
-    from pipeline.evaluate import predictions
+    from pipeline.report.evaluate import predictions
 
     cfg = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +57,7 @@ def predict(table: pl.DataFrame, overrides: list[str]) -> pl.DataFrame:
 
 
 def metrics(df: pl.DataFrame) -> dict:
-    from pipeline.evaluate import scores
+    from pipeline.report.evaluate import scores
 
     out = {}
     for c in CATEGORIES:

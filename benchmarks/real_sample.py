@@ -73,14 +73,14 @@ def commit() -> str:
 def flagged_pool(pool: pl.DataFrame) -> pl.DataFrame:
     """The rows of `pool` that the flag stage (default config, no embeddings needed) flags."""
     from pipeline.config import Config
-    from pipeline.normalize import normalize_text
-    from pipeline.stages import flag
+    from pipeline.text.normalize import normalize_text
+    from pipeline.scoring import score as scoring
 
     cfg = Config().flag
     norm = [normalize_text(t) for t in pool["text"].to_list()]
     distinct = list(dict.fromkeys(norm))
-    scored = dict(zip(distinct, flag.score_texts(distinct, None, cfg)))
-    hit = [any(scored[t][f"score_{c}"] >= getattr(cfg, f"threshold_{c}") for c in flag.CATEGORIES) for t in norm]
+    scored = dict(zip(distinct, scoring.score_texts(distinct, None, cfg)))
+    hit = [any(scored[t][f"score_{c}"] >= getattr(cfg, f"threshold_{c}") for c in scoring.CATEGORIES) for t in norm]
     return pool.filter(pl.Series(hit))
 
 

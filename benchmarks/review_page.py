@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline import report  # noqa: E402
+from pipeline.report import page as report  # noqa: E402
 from pipeline.stages import export  # noqa: E402
 
 

@@ -35,21 +35,21 @@ from pathlib import Path
 import polars as pl
 from pipeline.config import load_config
 from pipeline.stage import StageContext
-from pipeline.stages import embed
+from pipeline.models import embedder
 cfg = load_config(Path(sys.argv[1]), [])
 texts = pl.read_parquet(sys.argv[2])["text_norm"].drop_nulls().unique(maintain_order=True).to_list()
 ctx = StageContext(seed=0, cache_dir=Path(sys.argv[3]), state_dir=None, progress=False)
-model = embed.load_model(cfg.embed, ctx.cache_dir)
-embed.encode(model, texts[:256], cfg.embed)  # warm-up: first-call allocations are not the model's speed
+model = embedder.load_model(cfg.embed, ctx.cache_dir)
+embedder.encode(model, texts[:256], cfg.embed)  # warm-up: first-call allocations are not the model's speed
 t0 = time.perf_counter()
-embed.encode(model, texts, cfg.embed)
+embedder.encode(model, texts, cfg.embed)
 print(json.dumps({"texts": len(texts), "seconds": time.perf_counter() - t0}))
 """
 
 
 def fresh_cache(work: Path) -> Path:
     """A cache directory with the built models linked in but no cached embeddings."""
-    from pipeline.e5_model import default_cache_dir
+    from pipeline.models.e5_model import default_cache_dir
 
     cache = work / "cache"
     cache.mkdir()
@@ -60,7 +60,7 @@ def fresh_cache(work: Path) -> Path:
 def normalised_texts(sample: Path, mode: str, work: Path) -> Path:
     """`text_norm` of every input row as the ingest stage makes it, for the encode before the run."""
     from pipeline.config import load_config
-    from pipeline.readers import read_inputs
+    from pipeline.io.readers import read_inputs
     from pipeline.stages.ingest import Normalizer
 
     cfg = load_config(MODES[mode], []).ingest

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.e5_model import default_cache_dir  # noqa: E402
-from pipeline import readers  # noqa: E402
-from pipeline.keywords import stopwords  # noqa: E402
+from pipeline.models.e5_model import default_cache_dir  # noqa: E402
+from pipeline.io import readers  # noqa: E402
+from pipeline.text.keywords import stopwords  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import dedup, embed, ingest, topics  # noqa: E402
 

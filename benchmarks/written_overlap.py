@@ -3,7 +3,7 @@
     python benchmarks/written_overlap.py [--drop]
 
 The Weibo corpora in ../shared/bench have no licence: nothing trained on their text may ship. A
-written row whose matching key (pipeline.match_key: case, spacing, punctuation, look-alikes and
+written row whose matching key (pipeline.text.match_key: case, spacing, punctuation, look-alikes and
 repeats folded) equals a corpus comment's key is a copy, whether typed from it or met by chance
 ("转发微博"); one that the dedup stage puts in the same near-duplicate group as a weibo_ced comment
 (the corpus the real labelled set comes from) is a near-copy. A third test is stricter, for the
@@ -31,8 +31,8 @@ DROPPABLE = ("conspiracy_genres.csv", "offence_hard.csv", "everyday_register.csv
 
 
 def corpus_keys() -> set[str]:
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
 
     keys: set[str] = set()
     for path in CORPORA.values():
@@ -44,7 +44,7 @@ def corpus_keys() -> set[str]:
 def near_copies(own_texts: list[str]) -> set[str]:
     """Own texts that the dedup stage groups with a weibo_ced comment."""
     from pipeline.config import DedupConfig
-    from pipeline.normalize import normalize_text
+    from pipeline.text.normalize import normalize_text
     from pipeline.stage import StageContext
     from pipeline.stages import dedup
 
@@ -70,8 +70,8 @@ def like_labelled(own_keys: list[str]) -> list[bool]:
     """Whether each own key resembles a hand-labelled real comment (the ones developers read)."""
     from collections import defaultdict
 
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from real_flags import labelled
@@ -94,8 +94,8 @@ def like_labelled(own_keys: list[str]) -> list[bool]:
 
 def main() -> None:
     from pipeline.config import OWN_LABELLED_SETS
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drop", action="store_true", help="remove the copies from the 2026-12 sets")

@@ -136,13 +136,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train_flags(args: argparse.Namespace) -> int:
-    from pipeline import offence_model
+    from pipeline.models import offence_ngram as offence_model
 
     for d in (args.cold,):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
     if args.adapt_encoder:
-        from pipeline import offence_blend, offence_encoder
+        from pipeline.models import offence_blend
+        from pipeline.models import offence_encoder
 
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         meta = offence_encoder.adapt_encoder(args.encoder_out, args.cold, args.own, args.encoder_out, device=args.device,
@@ -151,17 +152,17 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
         print(json.dumps({"offence_encoder": meta["adaptation"]["selection"], "blend": blend}, ensure_ascii=False))
         return EXIT_OK
     if args.encoder:
-        from pipeline import offence_encoder
+        from pipeline.models import offence_encoder
 
         meta = offence_encoder.train_encoder(args.cold, args.own, args.encoder_out, device=args.device,
                                              epochs=args.epochs, limit=args.limit, seed=args.seed,
                                              log=lambda line: print(line, file=sys.stderr, flush=True))
         print(json.dumps({"offence_encoder": {k: meta[k] for k in ("threshold", "dev_macro_f1")}}))
         return EXIT_OK
-    from pipeline import conspiracy_model
+    from pipeline.models import conspiracy_model
 
     if not args.conspiracy_only:
-        from pipeline import offence_blend
+        from pipeline.models import offence_blend
 
         metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed,
                                       own_sets=args.own)
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "quiet", False), getattr(args, "log_json", False))
     from pipeline.config import ConfigError, describe_config
-    from pipeline.lock import LockedError
-    from pipeline.readers import InputFileError
+    from pipeline.io.lock import LockedError
+    from pipeline.io.readers import InputFileError
 
     try:
         if args.command == "run":
@@ -207,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train_flags(args)
         if args.command == "evaluate":
             from pipeline.config import load_config
-            from pipeline.evaluate import evaluate, format_table
+            from pipeline.report.evaluate import evaluate, format_table
 
             print(format_table(evaluate(args.input, args.labels, load_config(args.config, args.overrides))))
             return EXIT_OK
         if args.command == "distill-static":
-            from pipeline import static_model
+            from pipeline.models import static_model
 
             folder = static_model.ensure_model(progress=True)
             print(f"{static_model.MODEL_ID}: {folder}")
@@ -221,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             print(describe_config())
             return EXIT_OK
         if args.command == "sample-flags":
-            from pipeline import sample_flags
+            from pipeline.report import sample_flags
 
             return sample_flags.main(args.output, args.per_category, args.seed, args.out, args.category)
         if args.command == "report":
-            from pipeline import report
+            from pipeline.report import page as report
 
             print(report.build(args.output))
             return EXIT_OK

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import decisions, readers, report
+from pipeline.io import decisions
+from pipeline.io import readers
+from pipeline.report import page as report
 from pipeline.config import Config, stable_hash
-from pipeline.executor import make_executor
-from pipeline.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet
-from pipeline.lock import DirectoryLock
+from pipeline.exec.executor import make_executor
+from pipeline.io.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet, file_sha256
+from pipeline.io.lock import DirectoryLock
+from pipeline.scoring.score import CATEGORIES, models_dir_of
 from pipeline.stage import Stage, StageContext
 from pipeline.stages import dedup, embed, export, flag, ingest, topics
 
@@ -46,16 +49,17 @@ class StageRecord:
     facts: dict = field(default_factory=dict)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def apply_threads(threads: int) -> None:
+    """`embed.threads`: torch's CPU threads for this process, set once by the runner (0 = torch's
+    default, all cores); Ray actors use one thread each (pipeline/exec/ray_executor.py)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def default_cache_dir(cfg: Config) -> Path:
-    from pipeline.e5_model import default_cache_dir as e5_default
+    from pipeline.models.e5_model import default_cache_dir as e5_default
 
     return cfg.run.cache_dir or e5_default()
 
@@ -89,7 +93,8 @@ class Runner:
                 {"address": self.cfg.run.ray_address, "actors": self.cfg.run.ray_actors})))
             ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
                                state_dir=state_dir, progress=self.cfg.run.progress, executor=executor,
-                               embed_config=self.cfg.embed)
+                               embed_config=self.cfg.embed, models_dir=models_dir_of(self.cfg.flag))
+            apply_threads(self.cfg.embed.threads)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
             self._save_state(side)
@@ -157,7 +162,7 @@ class Runner:
         for stage in STAGES:
             upstream = sorted({producer[c] for c in stage.requires})
             section_cfg = getattr(self.cfg, stage.config_section)
-            resources = stage.resources(section_cfg) if stage.resources else ""
+            resources = stage.resources(section_cfg, ctx) if stage.resources else ""
             state, state_fp = self._load_state(stage)
             fp = stable_hash([stage.name, stage.code_fingerprint(), self.cfg.section_hash(stage.config_section), resources,
                               state_fp, ctx.seed, [fingerprints[u] for u in upstream]])
@@ -262,7 +267,7 @@ class Runner:
             "rows_in": self.records[0].rows_in, "kept": comments.height,
             "quarantined": 0 if quarantine is None else quarantine.height,
             "dup_groups": comments["dup_group"].n_unique(),
-            "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in flag.CATEGORIES},
+            "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES},
             "needs_review": int(comments["needs_review"].sum()),
             "review_groups": built["review_queue"].height,
             "topics": int((built["topics"]["topic_id"] >= 0).sum()),

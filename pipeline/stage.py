@@ -25,11 +25,14 @@ class StageContext:
     state_dir: Path | None
     progress: bool = True
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
-    # Where the map-like part of a stage runs (pipeline/executor.py): in this process, or on Ray.
+    # Where the map-like part of a stage runs (pipeline/exec/executor.py): in this process, or on Ray.
     executor: Any = None
     # The run's embed section: which model made the `embedding` column (the flag stage compares it
     # with the model its conspiracy examples were embedded with).
     embed_config: Any = None
+    # Where the flag models live (`flag.models_dir`, default models/): the embed stage's offence
+    # logits and the flag stage read the same encoder from here.
+    models_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1] / "models")
     # Facts a stage reports for the manifest (model versions, outlier share, ...).
     facts: dict[str, Any] = field(default_factory=dict)
     # Side tables a stage produces besides its main table (e.g. topics), written by the runner.
@@ -40,9 +43,20 @@ class StageContext:
 
     def __post_init__(self) -> None:
         if self.executor is None:
-            from pipeline.executor import LocalExecutor
+            from pipeline.exec.executor import LocalExecutor
 
             self.executor = LocalExecutor(self.progress)
+
+    @property
+    def embedder(self):
+        """The run's embedding model as a service (pipeline/models/embedder.py), shared by stages."""
+        from pipeline.models.embedder import Embedder
+
+        if self.embed_config is None:
+            return None
+        if getattr(self, "_embedder", None) is None:
+            self._embedder = Embedder(self.embed_config, self.cache_dir, self.progress)
+        return self._embedder
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,8 @@ class Stage:
     # too, so editing them reruns the stage without anyone remembering to bump `version`.
     code_modules: tuple[str, ...] = ()
     # What else its output depends on besides code, config and input columns (e.g. model files):
-    # a function of its config section returning a fingerprint string.
-    resources: Callable[[Any], str] | None = None
+    # a function of its config section and the run's context returning a fingerprint string.
+    resources: Callable[[Any, StageContext], str] | None = None
     # Names of the state tables it reads from earlier batches and returns updated (side tables).
     state: tuple[str, ...] = ()
 

@@ -20,7 +20,7 @@ def needs_shared(path: Path):
 
 
 def seed_comments() -> list[str]:
-    from pipeline.readers import read_inputs
+    from pipeline.io.readers import read_inputs
 
     raw = read_inputs([SEED], "comment_id", "text")
     return raw["raw_text"].to_list()

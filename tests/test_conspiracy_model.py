@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline import conspiracy_model
+from pipeline.models import conspiracy_model
 from pipeline.config import EmbedConfig
-from pipeline.e5_model import default_cache_dir
-from pipeline.normalize import normalize_text
+from pipeline.models.e5_model import default_cache_dir
+from pipeline.text.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages import embed
 

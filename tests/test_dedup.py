@@ -2,7 +2,7 @@
 import polars as pl
 
 from pipeline.config import DedupConfig
-from pipeline.normalize import normalize_text
+from pipeline.text.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages.dedup import INDEX, run
 

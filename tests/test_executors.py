@@ -7,7 +7,7 @@ import pytest
 
 from conftest import PROJECT
 from pipeline.config import load_config
-from pipeline.executor import LocalExecutor
+from pipeline.exec.executor import LocalExecutor
 from pipeline.runner import Runner
 from pipeline.stages import dedup, ingest
 

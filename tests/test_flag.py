@@ -3,11 +3,11 @@ import polars as pl
 import pytest
 
 from pipeline.config import PROJECT_ROOT, EmbedConfig, FlagConfig
-from pipeline.e5_model import default_cache_dir
-from pipeline.flag_rules import load_lexicon, load_rules, rule_matches
-from pipeline.match_key import match_key
+from pipeline.models.e5_model import default_cache_dir
+from pipeline.scoring.rules import load_lexicon, load_rules, rule_matches
+from pipeline.text.match_key import match_key
 from pipeline.stages import embed
-from pipeline.normalize import normalize_text
+from pipeline.text.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages.flag import run
 

@@ -6,8 +6,8 @@ import sys
 import polars as pl
 import pytest
 
-from pipeline.fileio import atomic_write_parquet, atomic_write_text
-from pipeline.lock import DirectoryLock, LockedError
+from pipeline.io.fileio import atomic_write_parquet, atomic_write_text
+from pipeline.io.lock import DirectoryLock, LockedError
 
 
 def test_second_lock_is_refused_and_released(tmp_path):

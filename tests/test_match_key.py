@@ -1,8 +1,8 @@
 """Each evasion the matching key must undo, on cases written for this project."""
 import pytest
 
-from pipeline.match_key import VARIANTS, is_fallback, match_key
-from pipeline.normalize import normalize_text
+from pipeline.text.match_key import VARIANTS, is_fallback, match_key
+from pipeline.text.normalize import normalize_text
 
 
 def key(text: str) -> str:
@@ -50,7 +50,7 @@ def test_every_variant_says_why():
 
 
 def test_sound_key_makes_homophones_equal_and_keeps_other_words_apart():
-    from pipeline.match_key import sound_key
+    from pipeline.text.match_key import sound_key
 
     assert sound_key(key("加卫信了解详情")) == sound_key(key("加微信了解详情"))
     assert sound_key(key("好想尼啊宝贝")) == sound_key(key("好想你啊宝贝"))

@@ -1,4 +1,4 @@
-"""pipeline.minhash: determinism, estimates, candidates, the bucket cap and exact Jaccard."""
+"""pipeline.text.minhash: determinism, estimates, candidates, the bucket cap and exact Jaccard."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import minhash
+from pipeline.text import minhash
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model_cache import build_once
+from pipeline.models.model_cache import build_once
 
 
 def complete(folder: Path) -> bool:

@@ -1,4 +1,4 @@
-from pipeline.normalize import emoji_tags, normalize_text
+from pipeline.text.normalize import emoji_tags, normalize_text
 
 
 def test_fullwidth_traditional_whitespace_and_tags():

@@ -1,5 +1,4 @@
 """The fine-tuned offence encoder: real shipped weights on the real rebuilt e5 model."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import PROJECT_ROOT
-from pipeline.offence_encoder import LoRALinear, OffenceEncoder, lora_deltas, merge_lora
+from pipeline.models.offence_encoder import LoRALinear, OffenceEncoder, lora_deltas, merge_lora
 
 MODEL_DIR = PROJECT_ROOT / "models" / "offence_encoder"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import PROJECT_ROOT
-from pipeline.offence_encoder import PREFIX, ExtraLayersClassifier, OffenceEncoder, pad_batch
+from pipeline.models.offence_encoder import PREFIX, ExtraLayersClassifier, OffenceEncoder, pad_batch
 
 MODEL_DIR = PROJECT_ROOT / "models" / "offence_encoder_extra"
 TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走", "一群废物，看着就恶心", "谢谢楼主分享，学到了",
@@ -20,7 +20,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def st():
-    from pipeline import e5_model
+    from pipeline.models import e5_model
 
     model = e5_model.load_sentence_transformer()
     model.max_seq_length = 256  # the embed stage's default

@@ -10,10 +10,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.offence_encoder import own_rows
+from pipeline.models.offence_encoder import own_rows
 
-from pipeline.normalize import normalize_text
-from pipeline.offence_model import OffenceModel, _drop_seen, fit_sklearn, save_model, train
+from pipeline.text.normalize import normalize_text
+from pipeline.models.offence_ngram import OffenceModel, _drop_seen, fit_sklearn, save_model, train
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT / "models" / "offence"

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import PROJECT, SEED, needs_shared, run_cli, seed_comments, write_jsonl
+from conftest import PROJECT, SEED, run_cli, seed_comments, write_jsonl
 from pipeline.config import load_config
 from pipeline.runner import Runner
 from pipeline.stages.export import CONTRACT

@@ -1,8 +1,8 @@
 import polars as pl
 import pytest
 
-from conftest import SEED, needs_shared, write_jsonl
-from pipeline.readers import InputFileError, read_inputs, thread_comment_start
+from conftest import SEED, needs_shared
+from pipeline.io.readers import InputFileError, read_inputs, thread_comment_start
 
 
 def read(path, **kw):

@@ -25,7 +25,7 @@ def comments(tmp_path):
 
 
 def test_samples_each_flagged_group_once_with_its_evidence(tmp_path):
-    from pipeline.sample_flags import sample
+    from pipeline.report.sample_flags import sample
 
     run = comments(tmp_path)
     table = sample(run, per_category=30, seed=0)
@@ -37,7 +37,7 @@ def test_samples_each_flagged_group_once_with_its_evidence(tmp_path):
 
 
 def test_the_sample_is_seeded_and_bounded(tmp_path):
-    from pipeline.sample_flags import sample
+    from pipeline.report.sample_flags import sample
 
     run = tmp_path / "run"
     run.mkdir()

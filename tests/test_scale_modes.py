@@ -11,8 +11,10 @@ from conftest import PROJECT
 from pipeline.config import load_config
 from pipeline.runner import Runner
 from pipeline.stage import StageContext
+from pipeline.models import embedder
+from pipeline.scoring import score as scoring
 from pipeline.stages import embed, flag
-from pipeline.e5_model import default_cache_dir
+from pipeline.models.e5_model import default_cache_dir
 
 SAMPLE = PROJECT / "samples" / "comments.jsonl"
 TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走", "一群废物，看着就恶心", "谢谢楼主分享，学到了",
@@ -23,9 +25,9 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits():
     cfg = load_config(PROJECT / "configs" / "quality.yaml", [])
     ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
     table = embed.run(pl.DataFrame({"text_norm": TEXTS}), cfg.embed, ctx)
-    plain = embed.encode(embed.load_model(cfg.embed, ctx.cache_dir), TEXTS, cfg.embed)
+    plain = embedder.encode(embedder.load_model(cfg.embed, ctx.cache_dir), TEXTS, cfg.embed)
     assert np.allclose(table["embedding"].to_numpy(), plain, atol=1e-6)
-    expected = flag.load_encoder(PROJECT / "models", ctx.cache_dir, "extra").logits(TEXTS)
+    expected = scoring.load_encoder(PROJECT / "models", ctx.cache_dir, "extra").logits(TEXTS)
     assert np.allclose(table["offence_logit"].to_numpy(), expected, atol=1e-3)
     assert table["offence_logit"][1] == table["offence_logit"][5]  # copies share one computation
 
@@ -34,28 +36,25 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits():
     assert scored["flag_abuse"][0] and not scored["flag_abuse"][1]
 
 
-def test_embed_logits_of_another_encoder_are_not_blended_with_a_custom_models_dirs_weights(tmp_path):
-    """The embed stage computes the project's 'extra' logits; a flag.models_dir with a different
-    offence_encoder_extra (here: the same weights, a changed model.json) must not blend them."""
+def test_both_stages_read_the_offence_encoder_of_the_runs_models_dir(tmp_path):
+    """flag.models_dir reaches the embed stage through the runner's context: its logits come from
+    the same offence_encoder_extra the flag stage would load, and its fingerprint follows that file."""
     import json
     import shutil
 
     models = tmp_path / "models"
     shutil.copytree(PROJECT / "models", models)
     meta_path = models / "offence_encoder_extra" / "model.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["blend_with_ngram"] = dict(meta["blend_with_ngram"], bias=meta["blend_with_ngram"]["bias"] + 0.5)
-    meta_path.write_text(json.dumps(meta), encoding="utf-8")
-    # Offence only: without the conspiracy head's share the stage needs no embedding column here.
+    meta_path.write_text(json.dumps(dict(json.loads(meta_path.read_text(encoding="utf-8")), note="a copy")), encoding="utf-8")
     cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}", "flag.conspiracy_model_weight=0"])
-    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
-    texts = pl.DataFrame({"text_norm": TEXTS[:4]})
-    bogus = texts.with_columns(pl.lit(-30.0, dtype=pl.Float32).alias("offence_logit"))  # as if another encoder's
-    scored = flag.run(bogus, cfg.flag, ctx)
-    assert ctx.facts["offence_logits_from_embed"] is False
-    own = flag.run(texts, cfg.flag, ctx)  # no embed logits at all: the stage reads the texts
-    assert np.allclose(scored["score_offence_model"].to_numpy(), own["score_offence_model"].to_numpy())
-    assert scored["score_offence_model"][0] > 0.5
+    ours = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed,
+                        models_dir=models)
+    default = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
+    assert embed.STAGE.resources(cfg.embed, ours) != embed.STAGE.resources(cfg.embed, default)
+    table = embed.run(pl.DataFrame({"text_norm": TEXTS[:4]}), cfg.embed, ours)
+    scored = flag.run(table, cfg.flag, ours)
+    assert ours.facts["offence_logits_from_embed"] is True
+    assert scored["flag_abuse"][0] and not scored["flag_abuse"][1]
 
 
 @pytest.mark.slow
@@ -74,7 +73,7 @@ def test_fast_mode_runs_every_stage_on_the_static_model(tmp_path):
 
 
 def test_static_model_vectors_are_unit_length_and_deterministic():
-    from pipeline import static_model
+    from pipeline.models import static_model
 
     model = static_model.load(default_cache_dir(), progress=False)
     a, b = model.encode(TEXTS), model.encode(list(reversed(TEXTS)))[::-1]

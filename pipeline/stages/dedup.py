@@ -1,6 +1,6 @@
 """Dedup: near-duplicate groups that survive evasion and do not drift.
 
-1. Every `text_norm` gets a matching key (`pipeline/match_key.py`: no case, look-alikes,
+1. Every `text_norm` gets a matching key (`pipeline/text/match_key.py`: no case, look-alikes,
    separators, spelling variants or repeats). Identical keys are always one group.
 2. Keys of at least `min_chars` characters get a MinHash of the character `shingle_size`-grams of
    how they sound (each Chinese character replaced by a fixed homophone, so 维信 = 微信 = 卫信);
@@ -25,9 +25,9 @@ import xxhash
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from pipeline import minhash
+from pipeline.text import minhash
 from pipeline.config import DedupConfig
-from pipeline.match_key import is_fallback, match_key, sound_key
+from pipeline.text.match_key import is_fallback, match_key, sound_key
 from pipeline.stage import Stage, StageContext
 
 INDEX = "dedup_index"
@@ -71,7 +71,7 @@ SIGN_BATCH = 50000  # keys MinHash-signed per batch
 
 
 class Signer:
-    """Batch function (pipeline/executor.py): LSH band hashes of sound keys."""
+    """Batch function (pipeline/exec/executor.py): LSH band hashes of sound keys."""
 
     def __init__(self, cfg: DedupConfig, seed: int, bands: int):
         self.cfg, self.seed, self.bands_n = cfg, seed, bands
@@ -234,6 +234,6 @@ def _updated_index(index: pl.DataFrame | None, new_rows: pl.DataFrame, rep_id: d
     return new_rows if index is None else pl.concat([index.select(list(INDEX_SCHEMA)), new_rows])
 
 
-STAGE = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.match_key", "pipeline.minhash"),
+STAGE = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.text.match_key", "pipeline.text.minhash"),
               requires=("comment_id", "text_norm", "input_index"), state=(INDEX,),
               adds=("dedup_key", "dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"), run=run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.config import ExportConfig
-from pipeline.stages.flag import CATEGORIES
+from pipeline.scoring.score import CATEGORIES
 
 CONTRACT = ["comment_id", "text", "text_norm", "dup_group", "dup_group_size", "topic_id", "topic_label",
             "score_abuse", "score_hate", "score_conspiracy", "flag_abuse", "flag_hate", "flag_conspiracy",

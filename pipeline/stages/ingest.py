@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import IngestConfig
-from pipeline.normalize import normalize_text
+from pipeline.text.normalize import normalize_text
 from pipeline.stage import Stage, StageContext
 
 QUARANTINE_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "comment_id": pl.String,
@@ -62,7 +62,7 @@ NORMALIZE_BATCH = 50000  # texts per batch
 
 
 class Normalizer:
-    """Batch function (pipeline/executor.py): `text_norm` of each text."""
+    """Batch function (pipeline/exec/executor.py): `text_norm` of each text."""
 
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
@@ -83,7 +83,7 @@ def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
 
 
 STAGE = Stage(
-    name="ingest", version="1", config_section="ingest", code_modules=("pipeline.normalize", "pipeline.readers"),
+    name="ingest", version="1", config_section="ingest", code_modules=("pipeline.text.normalize", "pipeline.io.readers"),
     requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
     adds=("comment_id", "text", "text_norm"),
     run=run,

@@ -14,14 +14,13 @@ batch is assigned to those topics and keeps their ids, unless `refit` is set or 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 
 import numpy as np
 import polars as pl
 
 from pipeline.config import TopicsConfig
-from pipeline.keywords import ctfidf
+from pipeline.text.keywords import ctfidf
 from pipeline.stage import Stage, StageContext
 
 log = logging.getLogger("pipeline")
@@ -255,6 +254,6 @@ def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray
         "representative_ids": pl.List(pl.String), "representative_text": pl.String})
 
 
-STAGE = Stage(name="topics", version="2", config_section="topics", code_modules=("pipeline.keywords",),
+STAGE = Stage(name="topics", version="2", config_section="topics", code_modules=("pipeline.text.keywords",),
               requires=("embedding", "dup_group", "dup_group_size", "is_dup_rep", "text_norm"), state=(MODEL,),
               adds=("topic_id", "topic_label"), run=run)

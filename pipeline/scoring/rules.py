@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from pipeline.match_key import match_key, sound_key
+from pipeline.text.match_key import match_key, sound_key
 
 
 @dataclass(frozen=True)
@@ -209,3 +209,22 @@ def noisy_or(weights: list[float]) -> float:
     for w in weights:
         p *= 1.0 - w
     return 1.0 - p
+
+
+@lru_cache(maxsize=4)
+def conspiracy_rules(models_dir: Path):
+    # Apart from load_resources: training the conspiracy model needs the rules before it exists.
+    return load_rules(models_dir / "rules" / "conspiracy.yaml")
+
+
+def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
+    """The conspiracy rules alone: their noisy-OR score and the rules that matched."""
+    hits = rule_matches(conspiracy_rules(models_dir), [match_key(t) for t in texts_norm])
+    return [rule_row(h) for h in hits]
+
+
+def rule_row(hits: list) -> dict:
+    return {"score_conspiracy": noisy_or([r.weight for r, _ in hits]),
+            "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]}
+
+

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.readers import InputFileError
+from pipeline.io.readers import InputFileError
 
 DECISIONS = ("approve", "remove", "escalate")
 SCHEMA = {"dup_group": pl.String, "decision": pl.String, "decision_note": pl.String, "decided_at": pl.String}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import e5_model, model_cache
+from pipeline.models import e5_model, model_cache
 
 log = logging.getLogger("pipeline")
 M2V_VERSION = "0.8.0"

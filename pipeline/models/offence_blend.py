@@ -27,7 +27,7 @@ def fit(parts: dict[str, tuple[np.ndarray, np.ndarray]], folds: int = 5, seed: i
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from pipeline.offence_encoder import macro_f1
+    from pipeline.models.offence_encoder import macro_f1
 
     X = np.vstack([f for f, _ in parts.values()])
     y = np.concatenate([t for _, t in parts.values()])
@@ -47,9 +47,9 @@ def fit(parts: dict[str, tuple[np.ndarray, np.ndarray]], folds: int = 5, seed: i
 
 def refit(encoder_dir: Path, ngram_dir: Path, cold_dir: Path, own_sets: list[Path], log=print) -> dict:
     """Refit the blend for the encoder in `encoder_dir` and write it into its model.json."""
-    from pipeline.fileio import atomic_write_json
-    from pipeline.offence_encoder import OffenceEncoder, own_rows, training_texts
-    from pipeline.offence_model import OffenceModel
+    from pipeline.io.fileio import atomic_write_json
+    from pipeline.models.offence_encoder import OffenceEncoder, own_rows, training_texts
+    from pipeline.models.offence_ngram import OffenceModel
 
     encoder, ngram = OffenceEncoder.load(encoder_dir), OffenceModel.load(ngram_dir)
     _, _, cold_dev, _ = training_texts(cold_dir, [])

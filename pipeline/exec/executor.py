@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from pipeline.progress import chunks
+from pipeline.exec.progress import chunks
 
 
 class BatchFunction(Protocol):
@@ -53,7 +53,7 @@ def make_executor(name: str, progress: bool, ray_options: dict | None = None):
     if name == "local":
         return LocalExecutor(progress)
     if name == "ray":
-        from pipeline.ray_executor import RayExecutor
+        from pipeline.exec.ray_executor import RayExecutor
 
         return RayExecutor(progress, **(ray_options or {}))
     raise ValueError(f"unknown executor {name!r}; use 'local' or 'ray'")

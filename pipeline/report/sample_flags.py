@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.readers import InputFileError
+from pipeline.io.readers import InputFileError
 
 CATEGORIES = ("abuse", "hate", "conspiracy")
 

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 from scipy.special import expit
 
-from pipeline.fileio import replace_dir
+from pipeline.io.fileio import replace_dir
 
 MODEL_FILE, EXAMPLES_FILE = "head.json", "examples.parquet"
 
@@ -96,10 +96,13 @@ def grouped_folds(y: np.ndarray, groups: list[str], seed: int, n: int = 5) -> li
 def train(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     """Cross-validate grouped by thread, then fit on every row and write out_dir (atomically)."""
     from pipeline.config import Config
-    from pipeline.e5_model import default_cache_dir
-    from pipeline.normalize import normalize_text
+    from pipeline.models.e5_model import default_cache_dir
+    from pipeline.text.normalize import normalize_text
     from pipeline.stage import StageContext
-    from pipeline.stages import embed, flag
+    from pipeline.models import embedder
+    from pipeline.scoring.rules import rule_scores
+    from pipeline.scoring.score import models_dir_of
+    from pipeline.stages import embed
 
     start = time.perf_counter()
     data = own_rows(own_csvs)
@@ -108,7 +111,7 @@ def train(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     cfg = Config()
     ctx = StageContext(seed=seed, cache_dir=default_cache_dir(), state_dir=None, progress=True)
     vectors = embed.run(pl.DataFrame({"text_norm": texts}), cfg.embed, ctx)["embedding"].to_numpy().astype(np.float32)
-    rules = np.array([r["score_conspiracy"] for r in flag.rule_scores(texts, flag.models_dir_of(cfg.flag))])
+    rules = np.array([r["score_conspiracy"] for r in rule_scores(texts, models_dir_of(cfg.flag))])
 
     folds = grouped_folds(y, data["group"].to_list(), seed)
     oof = {}
@@ -131,7 +134,7 @@ def train(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
                "grid_f1": {str(c): grid[c]["best"]["f1"] for c in C_GRID},
                "seconds": round(time.perf_counter() - start, 1)}
     meta = {"format_version": 1, "kind": "logistic regression on frozen e5 embeddings",
-            "embed_model": embed.model_id(cfg.embed), "coef": clf.coef_[0].tolist(),
+            "embed_model": embedder.model_id(cfg.embed), "coef": clf.coef_[0].tolist(),
             "intercept": float(clf.intercept_[0]), "train_positive_rate": round(float(y.mean()), 4), "metrics": metrics}
     (tmp / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     positives = np.flatnonzero(y == 1)
@@ -166,18 +169,19 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     a few priors, at threshold 0.5."""
     from scipy.special import expit, logit
 
-    from pipeline import offence_model
+    from pipeline.models import offence_ngram as offence_model
     from pipeline.config import FlagConfig
-    from pipeline.match_key import match_key
-    from pipeline.normalize import normalize_text
-    from pipeline.stages import flag
+    from pipeline.text.match_key import match_key
+    from pipeline.text.normalize import normalize_text
+    from pipeline.scoring.rules import rule_scores
+    from pipeline.scoring.score import models_dir_of
 
     data = own_rows(own_csvs)
     norm = [normalize_text(t) for t in data["text"].to_list()]
     # It reads the matching key, like the rules: punctuation and spacing are no evidence of a claim.
     texts = [match_key(t) for t in norm]
     y = data["conspiracy"].to_numpy()
-    rules = np.array([r["score_conspiracy"] for r in flag.rule_scores(norm, flag.models_dir_of(FlagConfig()))])
+    rules = np.array([r["score_conspiracy"] for r in rule_scores(norm, models_dir_of(FlagConfig()))])
     oof = np.zeros(len(y))
     for tr, te in grouped_folds(y, data["group"].to_list(), seed):
         vec, clf = offence_model.fit_sklearn([texts[i] for i in tr], y[tr], ngram_range=NGRAM_RANGE, C=1.0, seed=seed)
@@ -195,7 +199,7 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
     vec, clf = offence_model.fit_sklearn(texts, y, ngram_range=NGRAM_RANGE, C=1.0, seed=seed)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    offence_model.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim (input: pipeline.match_key.match_key of the normalised text)",
+    offence_model.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim (input: pipeline.text.match_key.match_key of the normalised text)",
                              training={"data": [p.name for p in own_csvs], "rows": len(y), "positives": int(y.sum()),
                                        "ngram_range": list(NGRAM_RANGE), "C": 1.0,
                                        "cross_validated": {"folds": "5, grouped by thread", "seed": seed,

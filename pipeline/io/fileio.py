@@ -1,6 +1,8 @@
 """Atomic writes: a file appears complete under its name, or not at all (kill -9 safe)."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import shutil
@@ -56,3 +58,12 @@ def replace_dir(tmp: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 in hex, read in 1 MiB blocks (model weights are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import readers
+from pipeline.io import readers
 from pipeline.config import Config
 from pipeline.stage import StageContext
 from pipeline.runner import default_cache_dir

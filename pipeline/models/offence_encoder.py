@@ -4,7 +4,7 @@ Why: character n-grams top out near 0.79 macro-F1 on COLD's test split; a fine-t
 context ("你真是个人才" is praise, "你真是个人才啊，这都能搞砸" is not). What ships is small: either the
 LoRA matrices of every attention/FFN projection or the weights of the top `top_layers` layers, plus a
 linear head over the mean-pooled tokens. The base weights come from the e5 model the project rebuilds
-(pipeline.e5_model), so `models/offence_encoder/` holds only the difference.
+(pipeline.models.e5_model), so `models/offence_encoder/` holds only the difference.
 
 Kind "extra" (`models/offence_encoder_extra/`) leaves all 12 e5 layers exactly as they are and adds
 `extra_layers` new ones on top (initialised as copies of e5's last layer), then the same pooling and
@@ -415,7 +415,7 @@ class OffenceEncoder:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
-        from pipeline import e5_model
+        from pipeline.models import e5_model
 
         meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
         if meta.get("base_model") != e5_model.MODEL_ID:
@@ -546,7 +546,7 @@ def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], lis
     Plain csv, no polars: the GPU bundle script reads its data through this too."""
     import csv
 
-    from pipeline.normalize import normalize_text
+    from pipeline.text.normalize import normalize_text
 
     def read_csv(path: Path) -> list[dict]:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -555,7 +555,7 @@ def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], lis
     cold_train = read_csv(cold_dir / "train.csv")
     train_x = [normalize_text(r["TEXT"]) for r in cold_train]
     train_y = [int(r["label"]) for r in cold_train]
-    from pipeline.match_key import match_key
+    from pipeline.text.match_key import match_key
 
     seen = {match_key(t) for t in train_x}
     dev = [(normalize_text(r["TEXT"]), int(r["label"])) for r in read_csv(cold_dir / "dev.csv")]
@@ -587,8 +587,8 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     two CPU cores take hours (`limit` trains on that many rows only, for a smoke test)."""
     from transformers import AutoTokenizer, BertModel
 
-    from pipeline import e5_model
-    from pipeline.fileio import replace_dir
+    from pipeline.models import e5_model
+    from pipeline.io.fileio import replace_dir
 
     train_x, train_y, dev, own = training_texts(cold_dir, own_sets)
     if limit:
@@ -616,7 +616,7 @@ def train_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, device
     meta = {
         "format_version": 1, "kind": "top", "top_layers": top_layers,
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
-        "input": f"text normalised by pipeline.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
+        "input": f"text normalised by pipeline.text.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
         "base_model": e5_model.MODEL_ID,
         "threshold": best["threshold"], "train_positive_rate": float(np.mean(train_y)),
         "weights": {"file": "top_layers.safetensors",
@@ -645,7 +645,7 @@ def own_rows(own_sets: list[Path], part: str) -> list[tuple[str, int]]:
     """(normalised text, abusive or hate) of the own sets' rows in `part` (see `own_split`)."""
     import csv
 
-    from pipeline.normalize import normalize_text
+    from pipeline.text.normalize import normalize_text
 
     rows = []
     for path in own_sets:
@@ -669,7 +669,7 @@ def adapt_encoder(model_dir: Path, cold_dir: Path, own_sets: list[Path], out_dir
     (3,040 own training rows x3 + 3,000 COLD rows: 1,030 s measured); it grows with the own sets."""
     import random
 
-    from pipeline.fileio import replace_dir
+    from pipeline.io.fileio import replace_dir
 
     encoder = OffenceEncoder.load(model_dir)
     if encoder.meta["kind"] != "top":
@@ -732,8 +732,8 @@ def write_extra_model(out_dir: Path, best: dict, *, extra_layers: int, train_pos
 
     from safetensors.torch import save_file
 
-    from pipeline import e5_model
-    from pipeline.fileio import replace_dir
+    from pipeline.models import e5_model
+    from pipeline.io.fileio import replace_dir
 
     state = {k: (v.half() if k.startswith("layers.") else v.float()).contiguous() for k, v in best["state"].items()}
     if not state or not all(k.startswith(("layers.", "head.")) for k in state):
@@ -745,7 +745,7 @@ def write_extra_model(out_dir: Path, best: dict, *, extra_layers: int, train_pos
         "format_version": 1, "kind": "extra", "extra_layers": extra_layers,
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
         "input": f"e5's final token states (sentence-transformers 'token_embeddings') of '{PREFIX}' + text normalised "
-                 f"by pipeline.normalize.normalize_text, at most {EXTRA_MAX_TOKENS} tokens, and their attention mask",
+                 f"by pipeline.text.normalize.normalize_text, at most {EXTRA_MAX_TOKENS} tokens, and their attention mask",
         "max_tokens": EXTRA_MAX_TOKENS,
         "base_model": e5_model.MODEL_ID,
         "threshold": best["threshold"], "train_positive_rate": float(train_positive_rate),
@@ -770,7 +770,7 @@ def train_extra_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, 
     text and only the new layers train, two CPU cores manage it (e5 over ~32,000 texts dominates)."""
     from transformers import AutoTokenizer
 
-    from pipeline import e5_model
+    from pipeline.models import e5_model
 
     t_start = time.time()
     train_x, train_y, dev, own = training_texts(cold_dir, own_sets)
@@ -798,7 +798,7 @@ def train_extra_encoder(cold_dir: Path, own_sets: list[Path], out_dir: Path, *, 
         "params": {"lr": lr, "head_lr": 1e-3, "epochs": epochs, "best_epoch": best["epoch"], "batch_size": 32,
                    "seed": seed, "weight_decay": 0.01, "warmup": 0.06},
         "device": f"{device}, {time.time() - t_start:.0f} s", "history": best["history"],
-        "command": "pipeline.offence_encoder.train_extra_encoder",
+        "command": "pipeline.models.offence_encoder.train_extra_encoder",
     }
     return write_extra_model(out_dir, best, extra_layers=extra_layers, train_positive_rate=float(np.mean(train_y)),
                              training=training)

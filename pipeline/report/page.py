@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.fileio import atomic_write_text
-from pipeline.stages.flag import CATEGORIES
+from pipeline.io.fileio import atomic_write_text
+from pipeline.scoring.score import CATEGORIES
 
 TEMPLATE = Path(__file__).parent / "resources" / "report.html.j2"
 MAP_POINTS = 3000  # a scatter of more points says nothing more and slows the page

@@ -3,7 +3,7 @@
 Trained on COLD (thu-coai/COLDataset, Apache-2.0) plus the training rows of the project's own
 labelled sets (tests/data, x OWN_REPEAT), optionally with SWSR SexComment (aggiejiang/SWSR, MIT)
 when that helps on COLD dev. Every text, at training and at prediction, is
-normalised by `pipeline.normalize.normalize_text` first: callers pass the `text_norm` column.
+normalised by `pipeline.text.normalize.normalize_text` first: callers pass the `text_norm` column.
 
 Saved format (no pickle, so a model outlives library upgrades):
 - vocab.parquet: one row per feature, in feature order: term (the n-gram), idf, coef.
@@ -14,7 +14,7 @@ Saved format (no pickle, so a model outlives library upgrades):
 Prediction recomputes TF-IDF from those numbers (counts -> 1 + log -> x idf -> L2 norm), which is
 exactly what sklearn's TfidfVectorizer does, so a loaded model scores like the one that was saved.
 
-    python -m pipeline.offence_model --cold ../shared/datasets/cold --swsr ../shared/datasets/swsr \
+    python -m pipeline.models.offence_ngram --cold ../shared/datasets/cold --swsr ../shared/datasets/swsr \
         --out models/offence
 """
 from __future__ import annotations
@@ -42,10 +42,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
-from pipeline.minhash import _codepoints, _ngram_codes
+from pipeline.text.minhash import _codepoints, _ngram_codes
 
-from pipeline.fileio import replace_dir
-from pipeline.normalize import normalize_text
+from pipeline.io.fileio import replace_dir
+from pipeline.text.normalize import normalize_text
 
 FORMAT_VERSION = 1
 VOCAB_FILE = "vocab.parquet"
@@ -86,9 +86,9 @@ def _read_swsr(swsr_dir: Path) -> tuple[list[str], np.ndarray]:
 
 def _drop_seen(texts: list[str], labels: np.ndarray, seen: set[str] | list[str]) -> tuple[list[str], np.ndarray, int]:
     """Rows that are no near-copy of a text in `seen`, and how many were dropped. Compared by the
-    dedup matching key (pipeline.match_key: case, spacing, punctuation, look-alikes and repeats
+    dedup matching key (pipeline.text.match_key: case, spacing, punctuation, look-alikes and repeats
     folded), not only exact text: COLD's dev repeats train rows with such differences."""
-    from pipeline.match_key import match_key
+    from pipeline.text.match_key import match_key
 
     seen_keys = {match_key(t) for t in seen}
     keep = [i for i, t in enumerate(texts) if match_key(t) not in seen_keys]
@@ -160,7 +160,7 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
         "format_version": FORMAT_VERSION,
         "kind": "char-ngram tf-idf + logistic regression",
         "predicts": predicts,
-        "input": "text normalised by pipeline.normalize.normalize_text",
+        "input": "text normalised by pipeline.text.normalize.normalize_text",
         "analyzer": "char",
         "ngram_range": list(vec.ngram_range),
         "lowercase": True,
@@ -333,8 +333,8 @@ def _readme(metrics: dict, command: str) -> str:
     return f"""# Offence model (char n-gram TF-IDF + logistic regression)
 
 Probability that a Chinese comment is offensive (COLD's label 1), used by the flag stage
-(`pipeline/stages/flag.py`) through `pipeline.offence_model.OffenceModel`. It is trained on, and
-must be given, text normalised by `pipeline.normalize.normalize_text` (the `text_norm` column).
+(`pipeline/stages/flag.py`) through `pipeline.models.offence_ngram.OffenceModel`. It is trained on, and
+must be given, text normalised by `pipeline.text.normalize.normalize_text` (the `text_norm` column).
 
 ## Files
 - `vocab.parquet`: term (character n-gram, lower-cased), idf, coef; {metrics['n_features']:,} features.
@@ -378,7 +378,7 @@ is rarer there and scores lower, which is why the flag stage pairs this model wi
 
 ## Use
 ```python
-from pipeline.offence_model import OffenceModel
+from pipeline.models.offence_ngram import OffenceModel
 model = OffenceModel.load(Path("models/offence"))
 p = model.predict_proba(texts_norm)          # offensive probability per text
 flagged = p >= model.threshold
@@ -398,7 +398,7 @@ def training_rows(cold_dir: Path, own_sets: list[Path] = (), own_repeat: int = O
     """(train texts, train labels, dev texts, dev labels, dev rows dropped, row counts): COLD train
     plus the own sets' "train" rows x `own_repeat`, and COLD dev without near-copies of COLD train.
     Own rows that are near-copies of a dev text are left out, so dev stays unseen."""
-    from pipeline.offence_encoder import own_rows
+    from pipeline.models.offence_encoder import own_rows
 
     train_x, train_y = _read_cold(Path(cold_dir) / "train.csv")
     dev_x, dev_y = _read_cold(Path(cold_dir) / "dev.csv")

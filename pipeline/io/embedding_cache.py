@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import xxhash
 
-from pipeline.fileio import atomic_write_parquet
+from pipeline.io.fileio import atomic_write_parquet
 
 
 def text_hash(text: str) -> int:

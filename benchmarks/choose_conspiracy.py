@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     df = labelled(["dev"])
     c = components(df)
-    written = pl.read_csv(ROOT / "tests" / "data" / "thread_dev.csv", infer_schema_length=0).filter(pl.col("split") == "test")
+    written = pl.read_csv(ROOT / "pipeline" / "training" / "data" / "thread_dev.csv", infer_schema_length=0).filter(pl.col("split") == "test")
     cw = components(written)
     yw = written["conspiracy"].cast(pl.Int64).to_numpy() == 1
     y = df["conspiracy"].to_numpy() == 1
@@ -73,7 +73,7 @@ def main() -> None:
     for w_head, w_ngram, prior in itertools.product((0.0, 0.3, 0.5, 0.7, 0.85, 1.0), (0.0, 0.5, 1.0), (0.05, 0.1, 0.2)):
         if w_ngram == 0 and prior != 0.1:
             continue
-        def combined(c):
+        def combined(c, prior=prior, w_head=w_head, w_ngram=w_ngram):
             ng = expit(logit(c["ngram"]) + logit(prior) - logit(c["ngram_rate"]))
             return 1 - (1 - c["rules"]) * (1 - w_head * c["head"]) * (1 - w_ngram * ng)
         score, score_w = combined(c), combined(cw)

@@ -28,6 +28,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from pipeline.training.metrics import precision_recall_f1  # noqa: E402
+
 COLD = ROOT.parent / "shared" / "datasets" / "cold"
 MODELS = {"top4": ["flag.offence_model=blend", "flag.offence_encoder=top4"],
           "extra": ["flag.offence_model=blend", "flag.offence_encoder=extra"],
@@ -49,9 +51,7 @@ def cold_dev_sample(n: int, seed: int) -> pl.DataFrame:
 
 
 def f1(y: np.ndarray, pred: np.ndarray) -> float:
-    tp = int((pred & y).sum())
-    p, r = tp / max(int(pred.sum()), 1), tp / max(int(y.sum()), 1)
-    return 2 * p * r / max(p + r, 1e-9)
+    return precision_recall_f1(y, pred)[2]
 
 
 def main() -> None:

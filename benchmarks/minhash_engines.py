@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.text import minhash  # noqa: E402
+from pipeline.text import jaccard, minhash  # noqa: E402
 
 KEYS_COLUMN = "key"
 
@@ -81,7 +81,7 @@ def band_and_verify(keys: list[str], sigs: np.ndarray, bands: int, args, t: Time
     """The part every signature engine shares: bands, candidate pairs, exact verification."""
     hashes = t("band_hashes", minhash.band_hashes, sigs, bands)
     pairs = t("candidate_pairs", minhash.candidate_pairs, hashes)
-    jac = t("pair_jaccard", minhash.pair_jaccard, keys, pairs, args.shingle)
+    jac = t("pair_jaccard", jaccard.pair_jaccard, keys, pairs, args.shingle)
     return {"bands": bands, "candidates": len(pairs), "verified": int((jac >= args.min_jaccard).sum())}
 
 
@@ -123,7 +123,7 @@ def run_rensa_lsh(keys: list[str], args, perm: int, t: Timer) -> dict:
         return np.stack([i[keep], j[keep]], axis=1)
 
     pairs = t("to_pairs", to_pairs)
-    jac = t("pair_jaccard", minhash.pair_jaccard, keys, pairs, args.shingle)
+    jac = t("pair_jaccard", jaccard.pair_jaccard, keys, pairs, args.shingle)
     return {"bands": bands, "candidates": len(pairs), "verified": int((jac >= args.min_jaccard).sum())}
 
 
@@ -152,9 +152,9 @@ def run_datasketch(keys: list[str], args, perm: int, t: Timer) -> dict:
 def run_verify(keys: list[str], args, perm: int, t: Timer) -> dict:
     bands = minhash.lsh_params(args.threshold, perm)
     pairs = minhash.candidate_pairs(minhash.band_hashes(minhash.signatures(keys, args.shingle, perm, args.seed), bands))
-    fast = t("pair_jaccard", minhash.pair_jaccard, keys, pairs, args.shingle)
+    fast = t("pair_jaccard", jaccard.pair_jaccard, keys, pairs, args.shingle)
     lists = t("build_lists", lambda: ([keys[i] for i in pairs[:, 0].tolist()], [keys[j] for j in pairs[:, 1].tolist()]))
-    from_lists = t("jaccard", minhash.jaccard, lists[0], lists[1], args.shingle)
+    from_lists = t("jaccard", jaccard.jaccard, lists[0], lists[1], args.shingle)
     sets = t("python_sets", lambda: np.array([python_jaccard(a, b, args.shingle) for a, b in zip(*lists)]))
     if not (np.array_equal(fast, sets) and np.array_equal(from_lists, sets)):
         raise SystemExit("verify: the vectorised Jaccard differs from the Python set computation")

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import Config  # noqa: E402
 from pipeline.models.e5_model import default_cache_dir  # noqa: E402
-from pipeline.text.match_key import match_key  # noqa: E402
-from pipeline.text.normalize import normalize_text  # noqa: E402
 from pipeline.models.offence_ngram import OffenceModel  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import embed  # noqa: E402
+from pipeline.text.match_key import match_key  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
+from pipeline.training.metrics import macro_f1_at  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def main() -> None:
     tfidf = OffenceModel.load(PROJECT / "models" / "offence").predict_proba(dev["norm"].to_list())
 
     def macro_f1(p: np.ndarray) -> float:
-        return round(float(f1_score(y_dev, p >= 0.5, average="macro")), 4)
+        return round(macro_f1_at(y_dev, p, 0.5), 4)
 
     result = {"dev_rows": int(len(y_dev)), "tfidf": macro_f1(tfidf)}
     for C in (0.3, 1.0, 3.0, 10.0):

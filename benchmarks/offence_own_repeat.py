@@ -2,7 +2,7 @@
 real dev split (benchmarks/data/weibo_ced_labels.csv, text joined from ../shared at run time) and on
 COLD dev (near-copies of train rows dropped). The model's shape is the shipped one (n-gram range and
 C from models/offence/model.json, or --ngram-range / --C); only the own rows' repeat changes, and
-the rows are those training uses (pipeline.models.offence_ngram.training_rows).
+the rows are those training uses (pipeline.training.offence_ngram.training_rows).
 
     python benchmarks/offence_own_repeat.py [--repeats 0 1 3 5] [--ngram-range 1 2 --C 8]
 
@@ -23,10 +23,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from real_flags import labelled  # noqa: E402
+
 from pipeline.config import OWN_LABELLED_SETS  # noqa: E402
 from pipeline.text.normalize import normalize_text  # noqa: E402
-from pipeline.models import offence_ngram as om  # noqa: E402
-from real_flags import labelled  # noqa: E402
+from pipeline.training import offence_ngram as om  # noqa: E402
+from pipeline.training.metrics import macro_f1_at  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
     out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()),
            "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
     for r in args.repeats:
-        # The rows training would use at this repeat (pipeline.models.offence_ngram.training_rows).
+        # The rows training would use at this repeat (pipeline.training.offence_ngram.training_rows).
         x, y, dev_x, dev_y, _, rows = om.training_rows(args.cold, list(OWN_LABELLED_SETS), r)
         out["cold_dev_rows"] = len(dev_x)
         if "own" in rows:
@@ -57,10 +59,10 @@ def main() -> None:
         seconds = time.perf_counter() - start
         p_real = clf.predict_proba(vec.transform(real_x))[:, 1]
         p_dev = clf.predict_proba(vec.transform(dev_x))[:, 1]
-        t = om.best_threshold(dev_y, p_dev)
+        t = om.choose_threshold(dev_y, p_dev)
         out["by_repeat"][str(r)] = {"real_dev_auc": round(float(roc_auc_score(real_y, p_real)), 4),
                                     "real_dev_ap": round(float(average_precision_score(real_y, p_real)), 4),
-                                    "cold_dev_macro_f1": round(om._macro_f1(dev_y, p_dev, t), 4),
+                                    "cold_dev_macro_f1": round(macro_f1_at(dev_y, p_dev, t), 4),
                                     "seconds": round(seconds, 1)}
         print(f"repeat {r}: {out['by_repeat'][str(r)]}", file=sys.stderr, flush=True)
     print(json.dumps(out))

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--encoder-out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "offence_encoder")
     train.add_argument("--own", type=Path, action="append",
                        default=list(OWN_LABELLED_SETS),
-                       help="add a labelled set to the project's own (config.OWN_LABELLED_SETS in tests/data/): "
+                       help="add a labelled set to the project's own (config.OWN_LABELLED_SETS in pipeline/training/data/): "
                             "CSV with id, text, abusive, hate, conspiracy and optionally split (train / heldout / test; "
                             "without it even ids train and odd ids are held out)")
 
@@ -136,14 +136,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train_flags(args: argparse.Namespace) -> int:
-    from pipeline.models import offence_ngram as offence_model
+    from pipeline.training import offence_ngram
 
     for d in (args.cold,):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: COLD data not found; pass --cold DIR (with train.csv and dev.csv)")
     if args.adapt_encoder:
-        from pipeline.models import offence_blend
-        from pipeline.models import offence_encoder
+        from pipeline.training import offence_blend, offence_encoder
 
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         meta = offence_encoder.adapt_encoder(args.encoder_out, args.cold, args.own, args.encoder_out, device=args.device,
@@ -152,19 +151,19 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
         print(json.dumps({"offence_encoder": meta["adaptation"]["selection"], "blend": blend}, ensure_ascii=False))
         return EXIT_OK
     if args.encoder:
-        from pipeline.models import offence_encoder
+        from pipeline.training import offence_encoder
 
         meta = offence_encoder.train_encoder(args.cold, args.own, args.encoder_out, device=args.device,
                                              epochs=args.epochs, limit=args.limit, seed=args.seed,
                                              log=lambda line: print(line, file=sys.stderr, flush=True))
         print(json.dumps({"offence_encoder": {k: meta[k] for k in ("threshold", "dev_macro_f1")}}))
         return EXIT_OK
-    from pipeline.models import conspiracy_model
+    from pipeline.training import conspiracy
 
     if not args.conspiracy_only:
-        from pipeline.models import offence_blend
+        from pipeline.training import offence_blend
 
-        metrics = offence_model.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed,
+        metrics = offence_ngram.train(args.cold, args.swsr if args.swsr.is_dir() else None, args.out, seed=args.seed,
                                       own_sets=args.own)
         print(json.dumps({"offence": metrics}, ensure_ascii=False))
         # Each encoder's blend weighs the n-gram model's log-odds, so a new n-gram model needs new weights.
@@ -173,9 +172,9 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
                 blend = offence_blend.refit(encoder_dir, args.out, args.cold, args.own,
                                             log=lambda line: print(line, file=sys.stderr, flush=True))
                 print(json.dumps({f"blend {encoder_dir.name}": blend}, ensure_ascii=False))
-    conspiracy = conspiracy_model.train(args.own, args.conspiracy_out, seed=args.seed)
-    print(json.dumps({"conspiracy": conspiracy}, ensure_ascii=False))
-    ngram = conspiracy_model.train_ngram(args.own, args.conspiracy_out.with_name("conspiracy_ngram"), seed=args.seed)
+    head = conspiracy.train(args.own, args.conspiracy_out, seed=args.seed)
+    print(json.dumps({"conspiracy": head}, ensure_ascii=False))
+    ngram = conspiracy.train_ngram(args.own, args.conspiracy_out.with_name("conspiracy_ngram"), seed=args.seed)
     print(json.dumps({"conspiracy_ngram": ngram}, ensure_ascii=False))
     return EXIT_OK
 

@@ -15,8 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# The project's own labelled sets (tests/data/README.md): train-flags trains and chooses on them.
-OWN_LABELLED_SETS = tuple(PROJECT_ROOT / "tests" / "data" / n
+# The project's own labelled sets (pipeline/training/data/README.md): train-flags trains and chooses on them.
+# Beside the training code, inside the package, so an installed copy has them too.
+OWN_LABELLED_SETS = tuple(Path(__file__).resolve().parent / "training" / "data" / n
                           for n in ("abuse_dev.csv", "conspiracy_dev.csv", "thread_dev.csv",
                                     "conspiracy_genres.csv", "offence_hard.csv", "conspiracy_registers.csv",
                                     "everyday_register.csv"))

@@ -11,9 +11,16 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from pipeline.config import EmbedConfig
+    from pipeline.exec.executor import LocalExecutor
+    from pipeline.exec.ray_executor import RayExecutor
+    from pipeline.models.embedder import Embedder
 
 
 @dataclass
@@ -26,10 +33,10 @@ class StageContext:
     progress: bool = True
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
     # Where the map-like part of a stage runs (pipeline/exec/executor.py): in this process, or on Ray.
-    executor: Any = None
+    executor: LocalExecutor | RayExecutor | None = None
     # The run's embed section: which model made the `embedding` column (the flag stage compares it
     # with the model its conspiracy examples were embedded with).
-    embed_config: Any = None
+    embed_config: EmbedConfig | None = None
     # Where the flag models live (`flag.models_dir`, default models/): the embed stage's offence
     # logits and the flag stage read the same encoder from here.
     models_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1] / "models")
@@ -48,7 +55,7 @@ class StageContext:
             self.executor = LocalExecutor(self.progress)
 
     @property
-    def embedder(self):
+    def embedder(self) -> Embedder | None:
         """The run's embedding model as a service (pipeline/models/embedder.py), shared by stages."""
         from pipeline.models.embedder import Embedder
 
@@ -59,20 +66,26 @@ class StageContext:
         return self._embedder
 
 
+# A stage's config section (pipeline/config.py: IngestConfig, EmbedConfig, ...).
+SectionT = TypeVar("SectionT")
+
+
 @dataclass(frozen=True)
-class Stage:
+class Stage(Generic[SectionT]):
+    """`Stage[FlagConfig]`: a stage whose `run` (and `resources`) read the flag section."""
+
     name: str
     version: str  # part of the cache key with the source of its modules; bump for changes outside them
     config_section: str  # the config section it reads; part of its fingerprint
     requires: tuple[str, ...]
     adds: tuple[str, ...]
-    run: Callable[[pl.DataFrame, Any, StageContext], pl.DataFrame]
+    run: Callable[[pl.DataFrame, SectionT, StageContext], pl.DataFrame]
     # Project modules besides its own whose code shapes its output; their source is fingerprinted
     # too, so editing them reruns the stage without anyone remembering to bump `version`.
     code_modules: tuple[str, ...] = ()
     # What else its output depends on besides code, config and input columns (e.g. model files):
     # a function of its config section and the run's context returning a fingerprint string.
-    resources: Callable[[Any, StageContext], str] | None = None
+    resources: Callable[[SectionT, StageContext], str] | None = None
     # Names of the state tables it reads from earlier batches and returns updated (side tables).
     state: tuple[str, ...] = ()
 

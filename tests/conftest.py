@@ -34,3 +34,31 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def run_cli(*args: str, cwd: Path = PROJECT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=900)
+
+
+SAMPLE = PROJECT / "samples" / "comments.jsonl"
+
+
+def run_pipeline(inputs: list[Path], out: Path, *overrides: str, decisions: Path | None = None) -> dict:
+    """A run in this process (the models load once per test session), without progress bars."""
+    from pipeline.config import load_config
+    from pipeline.runner import Runner
+
+    return Runner(inputs, out, load_config(None, ["run.progress=false", *overrides]), decisions=decisions).run()
+
+
+def stage_context(**fields):
+    """A StageContext as the runner builds one, for calling a stage directly."""
+    from pipeline.models.e5_model import default_cache_dir
+    from pipeline.stage import StageContext
+
+    return StageContext(**{"seed": 0, "cache_dir": default_cache_dir(), "state_dir": None, "progress": False, **fields})
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """The bundled sample run once through the command line, as a user runs it (read-only)."""
+    out = tmp_path_factory.mktemp("sample") / "run"
+    result = run_cli("run", "--input", str(SAMPLE), "--output", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return out

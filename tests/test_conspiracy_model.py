@@ -1,18 +1,19 @@
-import pytest
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
-from pipeline.models import conspiracy_model
-from pipeline.config import EmbedConfig
+from pipeline.config import OWN_LABELLED_SETS, EmbedConfig
+from pipeline.models.conspiracy_model import ConspiracyHead
 from pipeline.models.e5_model import default_cache_dir
-from pipeline.text.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages import embed
+from pipeline.text.normalize import normalize_text
+from pipeline.training import conspiracy
 
-DEV = Path(__file__).parent / "data" / "conspiracy_dev.csv"
+DATA = OWN_LABELLED_SETS[0].parent
+DEV = DATA / "conspiracy_dev.csv"
 
 
 def vectors(texts):
@@ -30,18 +31,18 @@ def test_dev_set_is_labelled_as_documented():
 
 
 def test_folds_keep_each_thread_in_one_fold():
-    rows = conspiracy_model.own_rows([Path(__file__).parent / "data" / "conspiracy_genres.csv"])
+    rows = conspiracy.own_rows([DATA / "conspiracy_genres.csv"])
     groups = rows["group"].to_list()
-    for train_idx, test_idx in conspiracy_model.grouped_folds(rows["conspiracy"].to_numpy(), groups, seed=0):
+    for train_idx, test_idx in conspiracy.grouped_folds(rows["conspiracy"].to_numpy(), groups, seed=0):
         assert not {groups[i] for i in train_idx} & {groups[i] for i in test_idx}
 
 
 @pytest.mark.slow
 def test_train_cross_validates_and_the_saved_head_scores_and_explains(tmp_path):
-    metrics = conspiracy_model.train([DEV], tmp_path / "conspiracy")
+    metrics = conspiracy.train([DEV], tmp_path / "conspiracy")
     assert set(metrics["by_signal"]) >= {"rules", "model"}
     assert metrics["by_signal"]["model"]["at_0.5"]["f1"] > metrics["by_signal"]["rules"]["at_0.5"]["f1"]
-    head = conspiracy_model.ConspiracyHead.load(tmp_path / "conspiracy")
+    head = ConspiracyHead.load(tmp_path / "conspiracy")
     assert json.loads((tmp_path / "conspiracy" / "head.json").read_text())["metrics"]["rows"] == metrics["rows"]
     v = vectors(["这次股市暴跌都是境外势力在背后一手操控的", "今天的晚饭很好吃"])
     p = head.predict_proba(v)

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, needs_shared
-from pipeline.models import offence_blend
 from pipeline.config import PROJECT_ROOT
-from pipeline.models.offence_encoder import OffenceEncoder, adapt_encoder, own_rows, own_split
+from pipeline.models.offence_encoder import OffenceEncoder
+from pipeline.training import offence_blend
+from pipeline.training.offence_data import own_rows, own_split
+from pipeline.training.offence_encoder import adapt_encoder
 
 COLD = SHARED / "datasets" / "cold"
 
@@ -101,7 +103,8 @@ def test_training_chooses_the_epoch_on_both_dev_sets_when_given_two():
     import torch
     from transformers import BertConfig, BertModel
 
-    from pipeline.models.offence_encoder import OffenceClassifier, train
+    from pipeline.models.offence_encoder import OffenceClassifier
+    from pipeline.training.offence_encoder import train
 
     torch.manual_seed(0)
     bert = BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,

@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import PROJECT_ROOT
-from pipeline.models.offence_encoder import LoRALinear, OffenceEncoder, lora_deltas, merge_lora
+from pipeline.models.offence_encoder import OffenceEncoder, lora_deltas, merge_lora
+from pipeline.training.lora import LoRALinear
 
 MODEL_DIR = PROJECT_ROOT / "models" / "offence_encoder"
 

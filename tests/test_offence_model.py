@@ -10,10 +10,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.models.offence_encoder import own_rows
-
+from pipeline.config import OWN_LABELLED_SETS
+from pipeline.models.offence_ngram import OffenceModel
 from pipeline.text.normalize import normalize_text
-from pipeline.models.offence_ngram import OffenceModel, _drop_seen, fit_sklearn, save_model, train
+from pipeline.training.offence_data import own_rows
+from pipeline.training.offence_ngram import _drop_seen, fit_sklearn, save_model, train
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT / "models" / "offence"
@@ -105,7 +106,7 @@ def test_train_small_and_round_trip(tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
 
-    own = PROJECT / "tests" / "data" / "abuse_dev.csv"
+    own = next(p for p in OWN_LABELLED_SETS if p.name == "abuse_dev.csv")
     metrics = train(tmp_path / "cold", swsr, out, seed=0, own_sets=[own], own_repeat=2)
 
     assert json.loads((out / "metrics.json").read_text()) == metrics

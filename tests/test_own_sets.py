@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 
 from pipeline.config import OWN_LABELLED_SETS
-from pipeline.models.offence_encoder import own_split
+from pipeline.training.offence_data import own_split
 
 
 @pytest.mark.parametrize("path", OWN_LABELLED_SETS, ids=lambda p: p.name)

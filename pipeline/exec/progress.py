@@ -17,16 +17,21 @@ def chunks(total: int, size: int, desc: str, enabled: bool) -> Iterator[tuple[sl
               dynamic_ncols=True, mininterval=1.0) as bar:
         for start in range(0, total, size):
             part = slice(start, min(start + size, total))
-            done = 0
+            ticker = _Ticker(bar, part.stop - part.start)
+            yield part, ticker
+            ticker(ticker.left)
 
-            def tick(rows: int) -> None:
-                nonlocal done
-                rows = min(rows, part.stop - part.start - done)
-                done += rows
-                bar.update(rows)
 
-            yield part, tick
-            bar.update(part.stop - part.start - done)
+class _Ticker:
+    """Moves the bar by the rows a batch reports, never past the batch's own rows."""
+
+    def __init__(self, bar: tqdm, rows: int):
+        self.bar, self.left = bar, rows
+
+    def __call__(self, rows: int) -> None:
+        rows = min(rows, self.left)
+        self.left -= rows
+        self.bar.update(rows)
 
 
 def in_ticks(n: int, tick: Callable[[int], None] | None, rows: int = TICK_ROWS) -> Iterator[slice]:

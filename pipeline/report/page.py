@@ -17,7 +17,7 @@ import polars as pl
 from pipeline.io.fileio import atomic_write_text
 from pipeline.scoring.score import CATEGORIES
 
-TEMPLATE = Path(__file__).parent / "resources" / "report.html.j2"
+TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "report.html.j2"
 MAP_POINTS = 3000  # a scatter of more points says nothing more and slows the page
 MEMBERS_SHOWN = 50
 

@@ -25,7 +25,7 @@ import xxhash
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from pipeline.text import minhash
+from pipeline.text import jaccard, minhash
 from pipeline.config import DedupConfig
 from pipeline.text.match_key import is_fallback, match_key, sound_key
 from pipeline.stage import Stage, StageContext
@@ -124,7 +124,7 @@ def verify(keys_a: list[str], keys_b: list[str], pairs: np.ndarray, cfg: DedupCo
     (Jaccard 0.64) a near-duplicate."""
     if not len(pairs):
         return np.zeros(0, dtype=np.float64)
-    jac = minhash.pair_jaccard(keys_a, pairs, cfg.shingle_size, keys_b)
+    jac = jaccard.pair_jaccard(keys_a, pairs, cfg.shingle_size, keys_b)
     similarity = np.where(jac >= cfg.min_jaccard, jac, 0.0)
     rest = np.flatnonzero((jac < cfg.min_jaccard) & (jac >= edit_jaccard_floor(cfg)))
     if len(rest) and cfg.min_edit_similarity < 1:
@@ -234,6 +234,6 @@ def _updated_index(index: pl.DataFrame | None, new_rows: pl.DataFrame, rep_id: d
     return new_rows if index is None else pl.concat([index.select(list(INDEX_SCHEMA)), new_rows])
 
 
-STAGE = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.text.match_key", "pipeline.text.minhash"),
+STAGE: Stage[DedupConfig] = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.text.match_key", "pipeline.text.minhash", "pipeline.text.jaccard"),
               requires=("comment_id", "text_norm", "input_index"), state=(INDEX,),
               adds=("dedup_key", "dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"), run=run)

@@ -119,7 +119,7 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     return table.with_columns(columns)
 
 
-STAGE = Stage(name="embed", version="1", config_section="embed",
+STAGE: Stage[EmbedConfig] = Stage(name="embed", version="1", config_section="embed",
               code_modules=("pipeline.models.embedder", "pipeline.models.e5_model", "pipeline.models.static_model",
                             "pipeline.io.embedding_cache", "pipeline.models.offence_encoder"),
               resources=lambda cfg, ctx: offence_extra_fingerprint(ctx.models_dir) if fused(cfg) else "",

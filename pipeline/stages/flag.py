@@ -126,7 +126,7 @@ def resources_fingerprint(cfg: FlagConfig, ctx: StageContext | None = None) -> s
     return h.hexdigest()[:16]
 
 
-STAGE = Stage(name="flag", version="2", config_section="flag", requires=("text_norm", "embedding"),
+STAGE: Stage[FlagConfig] = Stage(name="flag", version="2", config_section="flag", requires=("text_norm", "embedding"),
               code_modules=("pipeline.scoring.score", "pipeline.scoring.rules", "pipeline.models.offence_ngram", "pipeline.models.offence_encoder", "pipeline.models.conspiracy_model", "pipeline.text.match_key", "pipeline.text.keywords"),
               resources=resources_fingerprint,
               adds=tuple(f"score_{c}" for c in CATEGORIES) + tuple(f"flag_{c}" for c in CATEGORIES)

@@ -82,7 +82,7 @@ def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
     return table.with_columns(new_id.alias("comment_id"), note.alias("id_note")).drop("_occ")
 
 
-STAGE = Stage(
+STAGE: Stage[IngestConfig] = Stage(
     name="ingest", version="1", config_section="ingest", code_modules=("pipeline.text.normalize", "pipeline.io.readers"),
     requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
     adds=("comment_id", "text", "text_norm"),

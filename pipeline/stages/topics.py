@@ -254,6 +254,6 @@ def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray
         "representative_ids": pl.List(pl.String), "representative_text": pl.String})
 
 
-STAGE = Stage(name="topics", version="2", config_section="topics", code_modules=("pipeline.text.keywords",),
+STAGE: Stage[TopicsConfig] = Stage(name="topics", version="2", config_section="topics", code_modules=("pipeline.text.keywords",),
               requires=("embedding", "dup_group", "dup_group_size", "is_dup_rep", "text_norm"), state=(MODEL,),
               adds=("topic_id", "topic_label"), run=run)

@@ -7,7 +7,7 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
-STOPWORDS_FILE = Path(__file__).parent / "resources" / "stopwords_zh.txt"
+STOPWORDS_FILE = Path(__file__).resolve().parents[1] / "resources" / "stopwords_zh.txt"
 # A keyword must hold a CJK character or a latin word of 2+ letters: no punctuation, no digits-only.
 WORDLIKE = re.compile(r"[\u4e00-\u9fff]|[A-Za-z]{2,}")
 # Numeral + measure-word phrases jieba keeps as words ("一下子", "一部分", "这一点"): filler, not topics.

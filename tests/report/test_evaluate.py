@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_evaluate_prints_per_category_scores(tmp_path):
     comments = tmp_path / "c.csv"
     comments.write_text("comment_id,text\n"
@@ -25,6 +28,7 @@ def test_evaluate_prints_per_category_scores(tmp_path):
     assert "macroF1" in table and "clean comments flagged in any category: 0 of 2" in table
 
 
+@pytest.mark.slow
 def test_evaluate_without_label_columns_is_a_clear_error(tmp_path):
     comments = tmp_path / "c.jsonl"
     comments.write_text('{"comment_id": "a", "text": "你好"}\n', encoding="utf-8")

@@ -6,19 +6,10 @@ import sys
 import polars as pl
 import pytest
 
-from conftest import PROJECT, run_cli
+from conftest import PROJECT, SAMPLE, run_cli
 from pipeline.cli import OUTPUT_FILES, build_parser
 from pipeline.config import ConfigError, load_config
 
-SAMPLE = PROJECT / "samples" / "comments.jsonl"
-
-
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample") / "run"
-    result = run_cli("run", "--input", str(SAMPLE), "--output", str(out), "--quiet")
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 @pytest.mark.parametrize("name, content", [("empty.jsonl", b""), ("empty.csv", b""), ("header.csv", b"comment_id,text\n")])

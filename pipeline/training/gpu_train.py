@@ -1,13 +1,20 @@
-"""Fine-tune offence-encoder variants from a bundle (benchmarks/offence_encoder_bundle.py) on a GPU.
+"""Fine-tune offence-encoder variants from a bundle (pipeline/training/gpu_bundle.py) on a GPU: how
+the shipped models/offence_encoder/ and models/offence_encoder_extra/ were trained.
 
 Writes, per variant, the trainable tensors of its best epoch and its dev probabilities, so the
-variants can be compared (and blended with the n-gram model) on the CPU machine afterwards.
+variants can be compared (and blended with the n-gram model) on the CPU machine afterwards, and
+installed there by pipeline/training/package_encoder.py. From the repository root:
 
-    python benchmarks/offence_encoder_gpu.py --bundle .gpu/bundle --out $OUT [--variants lora16,top4]
-    python benchmarks/offence_encoder_gpu.py --bundle .gpu/bundle_q4 --out $OUT --variants extra1_own,extra2_own
+    python -m pipeline.training.gpu_train --bundle .gpu/bundle --out $OUT [--variants lora16,top4]
+    python -m pipeline.training.gpu_train --bundle .gpu/bundle_q4 --out $OUT --variants extra1_own,extra2_own
 
 Kind "extra" variants (new layers on top of the frozen, exact e5) need a `--q4` bundle for exact e5
 states; e5 runs once per text (float32), and only the new layers and the head train on its states.
+
+The GPU machine has torch, transformers and safetensors but not the project's other dependencies:
+this script and what it imports (pipeline.models.offence_encoder, pipeline.models.e5_format and
+pipeline.training's offence_encoder, lora, metrics and offence_data) import nothing else at module
+level. The training functions are the ones `python -m pipeline train-flags --encoder` runs.
 """
 from __future__ import annotations
 
@@ -21,8 +28,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, also when run as a file
 from pipeline.models import offence_encoder as oe  # noqa: E402
+from pipeline.training import offence_encoder as train_oe  # noqa: E402
+from pipeline.training.lora import add_lora  # noqa: E402
+from pipeline.training.metrics import best_threshold  # noqa: E402
 
 VARIANTS = {
     # name: (kind, r/top/extra layers, lr, epochs, use_swsr); "_own" variants add the project's own sets,
@@ -67,8 +77,8 @@ def build(config: dict, weights: dict):
 
 
 def dequantize(weights: dict) -> dict:
-    """A `--q4` bundle's 4-bit blocks back to float32 with e5_model's own code (exact)."""
-    from pipeline.models.e5_model import dequantize_q4_0
+    """A `--q4` bundle's 4-bit blocks back to float32 with the e5 rebuild's own code (exact)."""
+    from pipeline.models.e5_format import dequantize_q4_0
 
     out = {k: v for k, v in weights.items() if not k.endswith((".q4", ".q4shape"))}
     for name in [k[: -len(".q4")] for k in weights if k.endswith(".q4")]:
@@ -119,11 +129,11 @@ def main() -> None:
                 results["e5_states"] = {"rows": int(len(need)), "seconds": time.time() - t0}
                 print("e5 states", json.dumps(results["e5_states"]), flush=True)
             model = oe.ExtraLayersClassifier.from_bert(bert, size)
-            best = oe.train_on_states(model, [states[i] for i in train_idx], labels[train_idx],
-                                      [states[i] for i in dev_idx], dev_y, device=device, epochs=epochs, lr=lr,
-                                      seed=0, log=lambda s, n=name: print(n, s, flush=True))
+            best = train_oe.train_on_states(model, [states[i] for i in train_idx], labels[train_idx],
+                                            [states[i] for i in dev_idx], dev_y, device=device, epochs=epochs, lr=lr,
+                                            seed=0, log=lambda s, n=name: print(n, s, flush=True))
             results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
-                             "trainable": oe.count_trainable(model), "train_rows": int(len(train_idx)),
+                             "trainable": train_oe.count_trainable(model), "train_rows": int(len(train_idx)),
                              "seconds": time.time() - t0, "best_epoch": best["epoch"],
                              "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
                              "history": best["history"]}
@@ -143,17 +153,17 @@ def main() -> None:
         if kind == "lora":
             for p in bert.parameters():
                 p.requires_grad = False
-            oe.add_lora(bert, r=size, alpha=2 * size)
+            add_lora(bert, r=size, alpha=2 * size)
         else:
-            oe.freeze_except_top(bert, size)
+            train_oe.freeze_except_top(bert, size)
         model = oe.OffenceClassifier(bert)
         t0 = time.time()
         also = ([seqs[i] for i in own_idx], labels[own_idx]) if "_own" in name and len(own_idx) else None
-        best = oe.train(model, [seqs[i] for i in train_idx], labels[train_idx], dev_seqs, dev_y, device=device,
-                        epochs=epochs, lr=lr, seed=0, pad_id=pad, also_choose_on=also,
-                        log=lambda s, n=name: print(n, s, flush=True))
+        best = train_oe.train(model, [seqs[i] for i in train_idx], labels[train_idx], dev_seqs, dev_y, device=device,
+                              epochs=epochs, lr=lr, seed=0, pad_id=pad, also_choose_on=also,
+                              log=lambda s, n=name: print(n, s, flush=True))
         results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
-                         "trainable": oe.count_trainable(model), "train_rows": int(len(train_idx)),
+                         "trainable": train_oe.count_trainable(model), "train_rows": int(len(train_idx)),
                          "seconds": time.time() - t0, "best_epoch": best["epoch"],
                          "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
                          "history": best["history"]}
@@ -191,16 +201,16 @@ def adapt(model, best: dict, name: str, seqs, labels, source, dev_seqs, dev_y, o
     idx = np.concatenate([np.where(source == 3)[0]] * ADAPT["own_repeat"] + [replay])
     if limit:  # smoke test
         idx = np.random.default_rng(0).permutation(idx)[:limit]
-    adapted = oe.train(model, [seqs[i] for i in idx], labels[idx], [seqs[i] for i in own_idx], labels[own_idx],
-                       device=device, epochs=ADAPT["epochs"], lr=ADAPT["lr"], head_lr=ADAPT["lr"] * 5, seed=0,
-                       pad_id=pad, log=lambda s: print(f"{name}_adapt", s, flush=True))
+    adapted = train_oe.train(model, [seqs[i] for i in idx], labels[idx], [seqs[i] for i in own_idx], labels[own_idx],
+                             device=device, epochs=ADAPT["epochs"], lr=ADAPT["lr"], head_lr=ADAPT["lr"] * 5, seed=0,
+                             pad_id=pad, log=lambda s: print(f"{name}_adapt", s, flush=True))
     model.load_state_dict({k: v.to(device) for k, v in adapted["state"].items()}, strict=False)
     dev_prob = 1 / (1 + np.exp(-oe.predict_logits(model, dev_seqs, device, pad_id=pad)))
     key = f"{name}_adapt"
     probs[key], probs[f"{key}_own_heldout"] = dev_prob, adapted["dev_prob"]
     results[key] = {"from": name, **ADAPT, "train_rows": int(len(idx)), "seconds": time.time() - t0,
                     "best_epoch": adapted["epoch"], "own_heldout_macro_f1": adapted["dev_macro_f1"],
-                    "dev_macro_f1": oe.best_threshold(dev_y, dev_prob)[1], "history": adapted["history"]}
+                    "dev_macro_f1": best_threshold(dev_y, dev_prob)[1], "history": adapted["history"]}
     save_file({k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in adapted["state"].items()},
               str(out / f"{key}.safetensors"))
     print(key, json.dumps({k: v for k, v in results[key].items() if k != "history"}), flush=True)

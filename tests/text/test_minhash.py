@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.text import minhash
+from pipeline.text import jaccard, minhash
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BASE = "今天的天气真的很好我们一起去公园散步吧啊"  # 20 characters, 19 distinct bigrams
 ONE_EDIT = BASE[:9] + "非" + BASE[10:]
@@ -142,24 +142,24 @@ def test_jaccard_equals_the_set_computation(n):
     b = [rng.choice(keys) for _ in range(1500)]
     b[:200] = a[:200]  # identical keys: 1.0
     expected = np.array([set_jaccard(x, y, n) for x, y in zip(a, b)])
-    got = minhash.jaccard(a, b, n)
+    got = jaccard.jaccard(a, b, n)
     assert got.dtype == np.float64
     assert np.array_equal(got, expected)  # exact, not approximately
     index = {k: i for i, k in enumerate(keys)}
     pairs = np.array([(index[x], index[y]) for x, y in zip(a, b)])
-    assert np.array_equal(minhash.pair_jaccard(keys, pairs, n), expected)
+    assert np.array_equal(jaccard.pair_jaccard(keys, pairs, n), expected)
     half = len(keys) // 2
     cross = [(i, j) for i, j in pairs.tolist() if i < half and j >= half]
-    assert np.array_equal(minhash.pair_jaccard(keys[:half], np.array([(i, j - half) for i, j in cross]), n, keys[half:]),
+    assert np.array_equal(jaccard.pair_jaccard(keys[:half], np.array([(i, j - half) for i, j in cross]), n, keys[half:]),
                           np.array([set_jaccard(keys[i], keys[j], n) for i, j in cross]))
 
 
 def test_jaccard_edge_cases():
-    assert minhash.jaccard([], [], 2).shape == (0,)
-    assert minhash.jaccard(["", "a", "ab"], ["", "", "ba"], 2).tolist() == [1.0, 0.0, 0.0]
-    assert minhash.jaccard([BASE], [ONE_EDIT], 2)[0] == pytest.approx(17 / 21)
+    assert jaccard.jaccard([], [], 2).shape == (0,)
+    assert jaccard.jaccard(["", "a", "ab"], ["", "", "ba"], 2).tolist() == [1.0, 0.0, 0.0]
+    assert jaccard.jaccard([BASE], [ONE_EDIT], 2)[0] == pytest.approx(17 / 21)
     with pytest.raises(ValueError):
-        minhash.jaccard(["a"], [], 2)
+        jaccard.jaccard(["a"], [], 2)
 
 
 def test_lsh_params():

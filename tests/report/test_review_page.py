@@ -8,15 +8,11 @@ import shutil
 import polars as pl
 import pytest
 
-from conftest import PROJECT, write_jsonl
-from pipeline.config import load_config
-from pipeline.runner import Runner
-
-SAMPLE = PROJECT / "samples" / "comments.jsonl"
+from conftest import SAMPLE, run_pipeline, write_jsonl
 
 
-def run(inputs, out, *overrides, decisions=None):
-    return Runner(inputs, out, load_config(None, ["run.progress=false", *overrides]), decisions=decisions).run()
+
+run = run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +40,7 @@ def browser():
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
+@pytest.mark.slow
 def test_page_lists_every_queued_group_filters_and_has_no_console_errors(sample_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -82,6 +79,7 @@ def test_page_lists_every_queued_group_filters_and_has_no_console_errors(sample_
         driver.quit()
 
 
+@pytest.mark.slow
 def test_report_command_rebuilds_the_page_without_recomputing(sample_run):
     from conftest import run_cli
 
@@ -93,6 +91,7 @@ def test_report_command_rebuilds_the_page_without_recomputing(sample_run):
     assert page.exists() and (sample_run / "_stages" / "topics.json").stat().st_mtime == before
 
 
+@pytest.mark.slow
 def test_decisions_apply_to_groups_now_and_in_later_batches(tmp_path):
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     day1 = write_jsonl(tmp_path / "day1.jsonl", rows)
@@ -127,6 +126,7 @@ def test_decisions_apply_to_groups_now_and_in_later_batches(tmp_path):
     assert new.filter(pl.col("comment_id") == "new2")["decision"].item() is None
 
 
+@pytest.mark.slow
 def test_a_bad_decisions_file_names_the_row(tmp_path):
     from conftest import run_cli
 

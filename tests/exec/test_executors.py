@@ -5,18 +5,16 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import PROJECT
+from conftest import SAMPLE, run_pipeline
 from pipeline.config import load_config
 from pipeline.exec.executor import LocalExecutor
-from pipeline.runner import Runner
 from pipeline.stages import dedup, ingest
 
-SAMPLE = PROJECT / "samples" / "comments.jsonl"
 OUTPUTS = ("comments.parquet", "topics.parquet", "review/queue.parquet")
 
 
 def run(out, *overrides: str) -> dict:
-    return Runner([SAMPLE], out, load_config(None, ["run.progress=false", *overrides])).run()
+    return run_pipeline([SAMPLE], out, *overrides)
 
 
 def test_batch_size_does_not_change_results():
@@ -33,6 +31,7 @@ def test_batch_size_does_not_change_results():
     assert signed[0].equals(signed[1]) and signed[0].equals(signed[2])
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_local_table(tmp_path):
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     local = run(tmp_path / "local")

@@ -39,7 +39,7 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
 def test_failed_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "a.parquet"
     atomic_write_parquet(pl.DataFrame({"x": [1]}), target)
-    with pytest.raises(Exception):
+    with pytest.raises(pl.exceptions.PolarsError):
         atomic_write_parquet(pl.DataFrame({"x": [object()]}), target)  # cannot be written
     assert pl.read_parquet(target)["x"].to_list() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["a.parquet"]

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from conftest import PROJECT, SEED, run_cli, seed_comments, write_jsonl
-from pipeline.config import load_config
-from pipeline.runner import Runner
+from conftest import PROJECT, SAMPLE, SEED, run_cli, run_pipeline, seed_comments, write_jsonl
 from pipeline.stages.export import CONTRACT
 
-SAMPLE = PROJECT / "samples" / "comments.jsonl"
 
 
-def run(inputs: list[Path], out: Path, *overrides: str) -> dict:
-    return Runner(inputs, out, load_config(None, ["run.progress=false", *overrides])).run()
+run = run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +65,7 @@ def test_seed_outputs_and_manifest(seed_run):
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_rerun_reuses_stages_and_a_topic_change_reruns_only_topics(seed_run, tmp_path):
     src, _, _ = seed_run
     out = tmp_path / "run"
@@ -90,6 +86,7 @@ def test_rerun_reuses_stages_and_a_topic_change_reruns_only_topics(seed_run, tmp
     assert first["stages"][1]["facts"]["distinct_texts"] == 78  # 13 and 18 differ by a character
 
 
+@pytest.mark.slow
 def test_topics_are_reproducible_across_processes(seed_run, tmp_path):
     src, out, _ = seed_run
     other = tmp_path / "again"
@@ -100,6 +97,7 @@ def test_topics_are_reproducible_across_processes(seed_run, tmp_path):
     assert a["dup_group"].to_list() == b["dup_group"].to_list()
 
 
+@pytest.mark.slow
 def test_bundled_sample_several_formats_and_generated_ids(tmp_path):
     thread = tmp_path / "thread.txt"
     thread.write_text("一篇文章的正文。\n![](http://example.com/x.jpg)\n文章评论一\n文章评论二\n", encoding="utf-8")
@@ -120,6 +118,7 @@ def test_bundled_sample_several_formats_and_generated_ids(tmp_path):
     assert set(q["source_row"].to_list()) == {2, 3}
 
 
+@pytest.mark.slow
 def test_other_column_names_and_generated_csv_ids(tmp_path):
     csv = tmp_path / "more.csv"
     csv.write_text("body\n第一条来自表格的评论\n第二条来自表格的评论\n", encoding="utf-8")
@@ -139,6 +138,7 @@ def test_bad_input_file_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2 and "nope" in result.stderr
 
 
+@pytest.mark.slow
 def test_embedding_cache_is_shared_between_output_dirs(tmp_path):
     first = run([SAMPLE], tmp_path / "a")
     second = run([SAMPLE], tmp_path / "b")
@@ -154,6 +154,7 @@ def test_describe_and_config_commands():
     assert config.returncode == 0 and "min_cluster_size" in config.stdout
 
 
+@pytest.mark.slow
 def test_state_dir_carries_groups_to_the_next_batch(tmp_path):
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     day1 = write_jsonl(tmp_path / "day1.jsonl", rows[:20])
@@ -173,6 +174,7 @@ def test_state_dir_carries_groups_to_the_next_batch(tmp_path):
     assert second["stages"][2]["facts"]["rows_joining_earlier_groups"] >= 2
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finishes(tmp_path):
     import signal
     import subprocess
@@ -211,6 +213,7 @@ THEMES = {
 }
 
 
+@pytest.mark.slow
 def test_a_second_batch_keeps_the_saved_topic_ids(tmp_path):
     """Batch one fits topics and saves them; batch two (reworded copies of batch one's comments)
     is assigned to them, with the state directory or with `topics.model_from` in a fresh run:
@@ -244,6 +247,7 @@ def test_members_of_a_duplicate_group_share_a_topic(seed_run):
     assert t.group_by("dup_group").agg(pl.col("topic_id").n_unique())["topic_id"].max() == 1
 
 
+@pytest.mark.slow
 def test_hostile_jsonl_every_line_kept_or_quarantined_with_a_reason(tmp_path):
     lines = [
         b'{"comment_id": "g1", "text": "\xe6\xad\xa3\xe5\xb8\xb8\xe7\x9a\x84\xe8\xaf\x84\xe8\xae\xba"}',  # 正常的评论

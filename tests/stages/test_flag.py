@@ -2,19 +2,18 @@
 import polars as pl
 import pytest
 
+from conftest import stage_context
 from pipeline.config import PROJECT_ROOT, EmbedConfig, FlagConfig
-from pipeline.models.e5_model import default_cache_dir
 from pipeline.scoring.rules import load_lexicon, load_rules, rule_matches
 from pipeline.text.match_key import match_key
 from pipeline.stages import embed
 from pipeline.text.normalize import normalize_text
-from pipeline.stage import StageContext
 from pipeline.stages.flag import run
 
 
 def flag(texts, **cfg):
     table = pl.DataFrame({"text_norm": [normalize_text(t) for t in texts]})
-    ctx = StageContext(seed=0, cache_dir=default_cache_dir(), state_dir=None, progress=False)
+    ctx = stage_context()
     table = embed.run(table, EmbedConfig(), ctx)
     return run(table, FlagConfig(**cfg), ctx), ctx
 

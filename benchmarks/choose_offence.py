@@ -14,6 +14,7 @@ equal (about the noise of 330 positives) and the one with the best COLD dev macr
 is chosen. Prints JSON lines, the chosen one last.
 The test split is never read here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline.training.metrics import precision_recall_f1  # noqa: E402
 
 COLD = ROOT.parent / "shared" / "datasets" / "cold"
-MODELS = {"top4": ["flag.offence_model=blend", "flag.offence_encoder=top4"],
-          "extra": ["flag.offence_model=blend", "flag.offence_encoder=extra"],
-          "ngram": ["flag.offence_model=ngram"]}
+MODELS = {
+    "top4": ["flag.offence_model=blend", "flag.offence_encoder=top4"],
+    "extra": ["flag.offence_model=blend", "flag.offence_encoder=extra"],
+    "ngram": ["flag.offence_model=ngram"],
+}
 THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
 
 
@@ -45,9 +48,16 @@ def cold_dev_sample(n: int, seed: int) -> pl.DataFrame:
     dev = pl.read_csv(COLD / "dev.csv", columns=["TEXT", "label"])
     keep = [match_key(normalize_text(t)) not in seen for t in dev["TEXT"].to_list()]
     dev = dev.filter(pl.Series(keep)).sample(min(n, sum(keep)), seed=seed)
-    return pl.DataFrame({"comment_id": [f"cold:{i}" for i in range(dev.height)], "text": dev["TEXT"],
-                         "abusive": dev["label"], "hate": pl.zeros(dev.height, pl.Int64, eager=True),
-                         "conspiracy": pl.zeros(dev.height, pl.Int64, eager=True), "stratum": ["cold"] * dev.height})
+    return pl.DataFrame(
+        {
+            "comment_id": [f"cold:{i}" for i in range(dev.height)],
+            "text": dev["TEXT"],
+            "abusive": dev["label"],
+            "hate": pl.zeros(dev.height, pl.Int64, eager=True),
+            "conspiracy": pl.zeros(dev.height, pl.Int64, eager=True),
+            "stratum": ["cold"] * dev.height,
+        }
+    )
 
 
 def f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -80,20 +90,42 @@ def main() -> None:
             flagged_c = ((pred_cold["score_abuse"] >= ta) | (pred_cold["score_hate"] >= th)).to_numpy()
             macro = (f1(yc, flagged_c) + f1(~yc, ~flagged_c)) / 2
             tp = int((flagged & y).sum())
-            rows.append({"model": name, "threshold_abuse": float(ta), "threshold_hate": float(th),
-                         "precision": round(tp / max(int(flagged.sum()), 1), 3), "recall": round(tp / max(int(y.sum()), 1), 3),
-                         "f1": round(f1(y, flagged), 3), "clean_flagged": round(float(flagged[clean].mean()), 4),
-                         "random_clean_flagged": round(float(flagged[random_clean].mean()), 4),
-                         "cold_dev_macro_f1": round(macro, 4)})
-    within = [r for r in rows if r["random_clean_flagged"] <= args.budget and r["clean_flagged"] <= args.hard_budget
-              and r["cold_dev_macro_f1"] >= args.cold_min]
+            rows.append(
+                {
+                    "model": name,
+                    "threshold_abuse": float(ta),
+                    "threshold_hate": float(th),
+                    "precision": round(tp / max(int(flagged.sum()), 1), 3),
+                    "recall": round(tp / max(int(y.sum()), 1), 3),
+                    "f1": round(f1(y, flagged), 3),
+                    "clean_flagged": round(float(flagged[clean].mean()), 4),
+                    "random_clean_flagged": round(float(flagged[random_clean].mean()), 4),
+                    "cold_dev_macro_f1": round(macro, 4),
+                }
+            )
+    within = [
+        r
+        for r in rows
+        if r["random_clean_flagged"] <= args.budget and r["clean_flagged"] <= args.hard_budget and r["cold_dev_macro_f1"] >= args.cold_min
+    ]
     for name in MODELS:
         best = max((r for r in within if r["model"] == name), key=lambda r: (r["f1"], r["cold_dev_macro_f1"]), default=None)
         print(json.dumps({"best_of": name, **(best or {})}))
     top = max((r["f1"] for r in within), default=0.0)
     ranked = sorted((r for r in within if r["f1"] >= top - args.tie), key=lambda r: (r["cold_dev_macro_f1"], r["f1"]))
-    print(json.dumps({"chosen": ranked[-1] if ranked else None, "tie": args.tie, "dev_rows": dev.height, "cold_rows": cold.height,
-                      "budget": args.budget, "hard_budget": args.hard_budget, "cold_min": args.cold_min}))
+    print(
+        json.dumps(
+            {
+                "chosen": ranked[-1] if ranked else None,
+                "tie": args.tie,
+                "dev_rows": dev.height,
+                "cold_rows": cold.height,
+                "budget": args.budget,
+                "hard_budget": args.hard_budget,
+                "cold_min": args.cold_min,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ method). Each set is scored by `python -m pipeline evaluate` (flag_abuse or flag
 cloaked line adds, per method, recall on the offensive rows before and after cloaking (flags
 from pipeline.report.evaluate.predictions run in this process on those rows).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,22 @@ HOMOPHONE_CHOICES = 10  # a substitute is drawn from the most frequent character
 SEPARATORS = [" ", "*", ".", "\u200b", "\u200c", "\u200d", "\u2060"]
 SYMBOLS = ["😀", "😂", "🤣", "👍", "💩", "🔥", "❤", "✨", "🐶", "★", "☆", "♥", "◆", "※", "~", "^"]
 # Longest first, so that 你妈死了 wins over shorter terms inside it.
-LATIN = [("你妈死了", ["nmsl"]), ("草泥马", ["cnm"]), ("操你妈", ["cnm"]), ("他妈的", ["tmd", "TMD"]),
-         ("傻逼", ["sb", "SB", "傻b", "煞b"]), ("傻比", ["sb"]), ("煞笔", ["sb"]), ("卧槽", ["wc", "woc"]),
-         ("我操", ["wc"]), ("垃圾", ["lj", "laji"]), ("妈的", ["md"]), ("尼玛", ["nm"]), ("脑残", ["nc"]),
-         ("神经病", ["sjb"])]
+LATIN = [
+    ("你妈死了", ["nmsl"]),
+    ("草泥马", ["cnm"]),
+    ("操你妈", ["cnm"]),
+    ("他妈的", ["tmd", "TMD"]),
+    ("傻逼", ["sb", "SB", "傻b", "煞b"]),
+    ("傻比", ["sb"]),
+    ("煞笔", ["sb"]),
+    ("卧槽", ["wc", "woc"]),
+    ("我操", ["wc"]),
+    ("垃圾", ["lj", "laji"]),
+    ("妈的", ["md"]),
+    ("尼玛", ["nm"]),
+    ("脑残", ["nc"]),
+    ("神经病", ["sjb"]),
+]
 
 
 def is_han(ch: str) -> bool:
@@ -108,7 +121,7 @@ def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
 def homophone(text: str, spans: list[tuple[int, int]], index: dict[str, list[str]], rng: random.Random) -> str | None:
     def substitutes(i: int) -> list[str]:
         r = reading(text[i]) if is_han(text[i]) else None
-        return [c for c in index.get(r, [])[:HOMOPHONE_CHOICES + 1] if c != text[i]][:HOMOPHONE_CHOICES] if r else []
+        return [c for c in index.get(r, [])[: HOMOPHONE_CHOICES + 1] if c != text[i]][:HOMOPHONE_CHOICES] if r else []
 
     in_terms = sorted({i for s, e in spans for i in range(s, e) if substitutes(i)})
     pool = in_terms or [i for i in range(len(text)) if substitutes(i)]
@@ -191,8 +204,7 @@ def sample_dev(cold: Path, rows: int, seed: int) -> pl.DataFrame:
         n = min(group.height, round(rows * group.height / dev.height))
         parts.append(group[sorted(rng.choice(group.height, n, replace=False).tolist())])
     out = pl.concat(parts).sort("row")
-    return out.select(pl.format("cold-dev-{}", "row").alias("comment_id"), pl.col("TEXT").alias("text"),
-                      pl.col("label").alias("offensive"))
+    return out.select(pl.format("cold-dev-{}", "row").alias("comment_id"), pl.col("TEXT").alias("text"), pl.col("label").alias("offensive"))
 
 
 def write_set(df: pl.DataFrame, jsonl: Path, labels: Path) -> None:
@@ -236,13 +248,20 @@ def main(argv: list[str] | None = None) -> None:
     write_set(cloaked, args.out / "cloaked.jsonl", args.out / "labels.csv")
 
     results = {}
-    for name, jsonl, labels in [("original", "original.jsonl", "original_labels.csv"),
-                                ("cloaked", "cloaked.jsonl", "labels.csv")]:
+    for name, jsonl, labels in [("original", "original.jsonl", "original_labels.csv"), ("cloaked", "cloaked.jsonl", "labels.csv")]:
         result, seconds = run_evaluate(args.out / jsonl, args.out / labels, overrides)
         r = result["offensive"]
-        results[name] = {"set": name, "rows": r["n"], "offensive_rows": r["positives"], "base_rate": args.base_rate,
-                         "macro_f1": r["macro_f1"], "precision": r["precision"], "recall": r["recall"],
-                         "f1": r["f1"], "seconds": seconds}
+        results[name] = {
+            "set": name,
+            "rows": r["n"],
+            "offensive_rows": r["positives"],
+            "base_rate": args.base_rate,
+            "macro_f1": r["macro_f1"],
+            "precision": r["precision"],
+            "recall": r["recall"],
+            "f1": r["f1"],
+            "seconds": seconds,
+        }
 
     # Per-method recall: per-row flags for the offensive rows only, before and after cloaking.
     cfg = load_config(None, overrides)
@@ -259,8 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         before = sum(flags["original"][i] for i in ids)
         after = sum(flags["cloaked"][i] for i in ids)
         lost = sum(flags["original"][i] and not flags["cloaked"][i] for i in ids)
-        by_method[method] = {"n": len(ids), "recall_original": round(before / len(ids), 4) if ids else None,
-                             "recall_cloaked": round(after / len(ids), 4) if ids else None, "flags_lost": lost}
+        by_method[method] = {
+            "n": len(ids),
+            "recall_original": round(before / len(ids), 4) if ids else None,
+            "recall_cloaked": round(after / len(ids), 4) if ids else None,
+            "flags_lost": lost,
+        }
     results["cloaked"]["recall_by_method"] = by_method
     results["cloaked"]["macro_f1_drop"] = round(results["original"]["macro_f1"] - results["cloaked"]["macro_f1"], 4)
     for r in results.values():

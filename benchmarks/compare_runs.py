@@ -6,6 +6,7 @@ Compares every column of comments.parquet, topics.parquet, review/queue.parquet 
 review/map.parquet (the contract's tables; manifest.json holds times and paths, so it is left out).
 Used to show that a refactor changed no output: run the same input before and after, compare.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,14 @@ def compare(a: Path, b: Path) -> dict:
     for name in TABLES:
         ta, tb = pl.read_parquet(a / name), pl.read_parquet(b / name)
         columns = sorted(set(ta.columns) | set(tb.columns))
-        differing = [c for c in columns if c not in ta.columns or c not in tb.columns
-                     or ta.height != tb.height or not ta[c].equals(tb[c], check_names=True, check_dtypes=True)]
+        differing = [
+            c
+            for c in columns
+            if c not in ta.columns
+            or c not in tb.columns
+            or ta.height != tb.height
+            or not ta[c].equals(tb[c], check_names=True, check_dtypes=True)
+        ]
         tables[name] = {"rows": [ta.height, tb.height], "columns": len(columns), "differing": differing}
     return {"identical": all(not t["differing"] for t in tables.values()), "tables": tables}
 

@@ -8,6 +8,7 @@ reported apart) and for the dedup stage, peak RSS in MB, groups of size >= 2, co
 the largest groups, and with --evasions the share of planted (original, evasive copy) pairs that
 ended in one group. --pairs N prints N random joined pairs to stderr to read for false joins.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_config  # noqa: E402
-from pipeline.text.normalize import normalize_text  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import dedup  # noqa: E402
+from pipeline.text.normalize import normalize_text  # noqa: E402
 
 EMOJI = "😀😂🙂👍💢🔥❤️✨"
 PUNCT = "!！。,，~…?？、·"
@@ -96,25 +97,31 @@ def main() -> None:
     multi = sizes.filter(pl.col("n") >= 2)
     groups = out["dup_group"].to_list()
     result = {
-        "rows": len(texts), "distinct_texts": len(distinct), "distinct_keys": out["dedup_key"].n_unique(),
-        "normalise_seconds": round(t_norm, 1), "dedup_seconds": round(t_dedup, 1),
+        "rows": len(texts),
+        "distinct_texts": len(distinct),
+        "distinct_keys": out["dedup_key"].n_unique(),
+        "normalise_seconds": round(t_norm, 1),
+        "dedup_seconds": round(t_dedup, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "groups_2plus": multi.height, "comments_in_groups_2plus": int(multi["n"].sum()),
+        "groups_2plus": multi.height,
+        "comments_in_groups_2plus": int(multi["n"].sum()),
         "largest_groups": [[n, t[:30]] for n, t in multi.head(5).select("n", "text_norm").iter_rows()],
         "config": cfg.dedup.model_dump(),
     }
     if planted:
         result["evasive_pairs_joined"] = round(sum(groups[a] == groups[b] for a, b, _ in planted) / len(planted), 4)
         result["evasive_pairs_joined_by_kind"] = {
-            k: round(sum(groups[a] == groups[b] for a, b, kk in planted if kk == k) / sum(kk == k for *_, kk in planted), 3)
-            for k in KINDS}
+            k: round(sum(groups[a] == groups[b] for a, b, kk in planted if kk == k) / sum(kk == k for *_, kk in planted), 3) for k in KINDS
+        }
     print(json.dumps(result, ensure_ascii=False))
 
     if args.pairs:
         # Joined pairs whose texts differ: a member against its group's representative text.
-        joined = (out.filter(pl.col("dup_group_size") >= 2)
-                  .join(out.filter("is_dup_rep").select("dup_group", pl.col("text_norm").alias("rep_text")), on="dup_group")
-                  .filter(pl.col("text_norm") != pl.col("rep_text")))
+        joined = (
+            out.filter(pl.col("dup_group_size") >= 2)
+            .join(out.filter("is_dup_rep").select("dup_group", pl.col("text_norm").alias("rep_text")), on="dup_group")
+            .filter(pl.col("text_norm") != pl.col("rep_text"))
+        )
         for member, rep in joined.sample(min(args.pairs, joined.height), seed=0).select("text_norm", "rep_text").iter_rows():
             print(f"{rep}\t<->\t{member}", file=sys.stderr)
 

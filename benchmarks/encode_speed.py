@@ -6,6 +6,7 @@ Prints one JSON line: {"sentences": N, "seconds": s, "sentences_per_s": r, "load
 `load_seconds` covers ensure_model (a build, if the cache is empty) and loading into
 sentence-transformers; `seconds` is the timed encode only, after one warm-up batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,18 @@ BATCH_SIZE = 64
 THREADS = 2
 
 # Comment-like fragments; one of each makes a sentence of about 20 characters.
-OPENERS = ["这个视频", "主播今天", "楼上说的", "这家店的", "客服的态度",
-           "新出的手机", "这部电视剧", "小区物业", "昨天的比赛", "老师讲的"]
+OPENERS = ["这个视频", "主播今天", "楼上说的", "这家店的", "客服的态度", "新出的手机", "这部电视剧", "小区物业", "昨天的比赛", "老师讲的"]
 MIDDLES = ["真的太", "感觉有点", "实在是", "一点也不", "确实比较", "简直就是", "看起来很", "听说特别"]
-CLOSERS = ["好笑了，哈哈哈", "让人失望了吧", "值得推荐给大家", "离谱，退款都不给",
-           "良心，支持一下", "坑人，千万别买", "精彩，下次还来", "一般般吧，凑合"]
+CLOSERS = [
+    "好笑了，哈哈哈",
+    "让人失望了吧",
+    "值得推荐给大家",
+    "离谱，退款都不给",
+    "良心，支持一下",
+    "坑人，千万别买",
+    "精彩，下次还来",
+    "一般般吧，凑合",
+]
 TAILS = ["！！", "😂😂", "，懂的都懂", "，有同感吗？", "[赞]", "，说真的", "啊啊啊", "…"]
 
 

@@ -6,6 +6,7 @@ Each executor runs as its own `python -m pipeline run` process with a fresh embe
 reused). Prints one JSON line: seconds and per-stage seconds of each, whether comments.parquet,
 topics.parquet and review/queue.parquet are identical, and the Ray overhead (ray / local).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,35 @@ def main() -> None:
         cache_dir.mkdir()
         env = dict(os.environ, PIPELINE_CACHE_DIR=str(fresh_cache(cache_dir)))
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(sample), "--output",
-                              str(work / executor), "--config", str(MODES[args.mode]), "--executor", executor, "--quiet"],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "run",
+                "--input",
+                str(sample),
+                "--output",
+                str(work / executor),
+                "--config",
+                str(MODES[args.mode]),
+                "--executor",
+                executor,
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             raise SystemExit(f"{executor} run failed:\n{res.stderr[-4000:]}")
         manifest = json.loads((work / executor / "manifest.json").read_text())
-        result[executor] = {"seconds": round(time.perf_counter() - t0, 1),
-                            "stage_seconds": {s["name"]: s["seconds"] for s in manifest["stages"]}}
-    result["identical"] = {name: pl.read_parquet(work / "local" / name).equals(pl.read_parquet(work / "ray" / name))
-                           for name in OUTPUTS}
+        result[executor] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "stage_seconds": {s["name"]: s["seconds"] for s in manifest["stages"]},
+        }
+    result["identical"] = {name: pl.read_parquet(work / "local" / name).equals(pl.read_parquet(work / "ray" / name)) for name in OUTPUTS}
     result["ray_over_local"] = round(result["ray"]["seconds"] / result["local"]["seconds"], 2)
     print(json.dumps(result))
     shutil.rmtree(work, ignore_errors=True)

@@ -6,25 +6,25 @@ Prints one JSON line: comments per second of the fine-tuned encoder, the n-gram 
 flag scoring (both models, lexicons, rules) and the e5 embedding encode, all on the same texts,
 after a warm-up; `flag_over_encode` is the flag scoring's time over the encode's.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import sys
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode_speed import generated_sentences, read_texts  # noqa: E402
 
 from pipeline.config import FlagConfig
 from pipeline.models.e5_model import default_cache_dir, load_sentence_transformer
-from pipeline.text.normalize import normalize_text
 from pipeline.scoring import score as scoring
+from pipeline.text.normalize import normalize_text
 
 THREADS = 2
 
@@ -56,9 +56,12 @@ def main() -> None:
         "flag_scoring": timed(lambda ts: scoring.score_texts(ts, vectors[: len(ts)], cfg, default_cache_dir()), texts),
         "e5_encode": timed(lambda ts: st.encode(ts, prompt_name="query", batch_size=64), texts),
     }
-    out = {"comments": len(texts), "threads": THREADS,
-           **{f"{k}_per_s": round(len(texts) / v, 1) for k, v in seconds.items()},
-           "flag_over_encode": round(seconds["flag_scoring"] / seconds["e5_encode"], 2)}
+    out = {
+        "comments": len(texts),
+        "threads": THREADS,
+        **{f"{k}_per_s": round(len(texts) / v, 1) for k, v in seconds.items()},
+        "flag_over_encode": round(seconds["flag_scoring"] / seconds["e5_encode"], 2),
+    }
     print(json.dumps(out))
 
 

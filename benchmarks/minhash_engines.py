@@ -19,6 +19,7 @@ for the run. Each engine and num_perm runs in its own process so that its peak R
 
 Bands for numpy and rensa: pipeline.text.minhash.lsh_params(threshold, num_perm); datasketch picks its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,22 +48,23 @@ def peak_rss_mb() -> float:
 def make_keys(corpus: Path, out: Path, min_chars: int) -> int:
     import xxhash
 
-    from pipeline.text.normalize import normalize_text
     from pipeline.stages.dedup import match_key
+    from pipeline.text.normalize import normalize_text
 
     texts = pl.read_parquet(corpus, columns=["text"])["text"].drop_nulls().unique().to_list()
     keys = {match_key(normalize_text(t)) for t in texts}
     # As the stage does: fallback keys ("\0" + emoji or punctuation) and short keys match exactly
     # only, and keys are visited in the order of their hash.
-    keys = sorted((k for k in keys if len(k) >= min_chars and not k.startswith("\0")),
-                  key=lambda k: (xxhash.xxh3_64_intdigest(k.encode("utf-8")), k))
+    keys = sorted(
+        (k for k in keys if len(k) >= min_chars and not k.startswith("\0")), key=lambda k: (xxhash.xxh3_64_intdigest(k.encode("utf-8")), k)
+    )
     pl.DataFrame({KEYS_COLUMN: keys}).write_parquet(out)
     return len(keys)
 
 
 def python_jaccard(a: str, b: str, n: int) -> float:
-    ga = {a[i:i + n] for i in range(max(1, len(a) - n + 1))}
-    gb = {b[i:i + n] for i in range(max(1, len(b) - n + 1))}
+    ga = {a[i : i + n] for i in range(max(1, len(a) - n + 1))}
+    gb = {b[i : i + n] for i in range(max(1, len(b) - n + 1))}
     return len(ga & gb) / len(ga | gb)
 
 
@@ -96,8 +98,7 @@ def run_rensa_matrix(keys: list[str], args, perm: int, t: Timer) -> dict:
 
     bands = minhash.lsh_params(args.threshold, perm)
     flat, offsets = t("shingle_hashes", minhash.shingle_hashes, keys, args.shingle)
-    matrix = t("rensa_digest", RMinHash.digest_matrix_from_flat_token_hashes, flat, offsets.astype(np.uint64),
-               perm, args.seed)
+    matrix = t("rensa_digest", RMinHash.digest_matrix_from_flat_token_hashes, flat, offsets.astype(np.uint64), perm, args.seed)
     # The digest matrix has no buffer interface: the only way out is a list of Python lists.
     sigs = t("to_numpy", lambda: np.asarray(matrix.to_rows(), dtype=np.uint32))
     return band_and_verify(keys, sigs, bands, args, t)
@@ -108,7 +109,7 @@ def run_rensa_lsh(keys: list[str], args, perm: int, t: Timer) -> dict:
 
     bands = minhash.lsh_params(args.threshold, perm)
     n = args.shingle
-    tokens = t("tokens", lambda: [[k[i:i + n] for i in range(max(1, len(k) - n + 1))] for k in keys])
+    tokens = t("tokens", lambda: [[k[i : i + n] for i in range(max(1, len(k) - n + 1))] for k in keys])
     sketches = t("rensa_sketches", RMinHash.from_token_sets, tokens, perm, args.seed)
     del tokens
     lsh = RMinHashLSH(args.threshold, perm, bands)
@@ -134,19 +135,24 @@ def run_datasketch(keys: list[str], args, perm: int, t: Timer) -> dict:
     sample = [keys[i] for i in np.sort(rng.choice(len(keys), size=min(args.sample, len(keys)), replace=False))]
     n = args.shingle
     start = time.perf_counter()
-    sets = t("tokens", lambda: [[k[i:i + n].encode("utf-8") for i in range(max(1, len(k) - n + 1))] for k in sample])
+    sets = t("tokens", lambda: [[k[i : i + n].encode("utf-8") for i in range(max(1, len(k) - n + 1))] for k in sample])
     sigs = t("bulk", MinHash.bulk, sets, num_perm=perm, seed=args.seed)
     lsh = MinHashLSH(threshold=args.threshold, num_perm=perm)
     t("insert", lambda: [lsh.insert(i, s) for i, s in enumerate(sigs)])
     pairs = t("query", lambda: {(i, j) for i, s in enumerate(sigs) for j in lsh.query(s) if i < j})
-    verified = t("python_jaccard", lambda: sum(python_jaccard(sample[i], sample[j], n) >= args.min_jaccard
-                                               for i, j in pairs))
+    verified = t("python_jaccard", lambda: sum(python_jaccard(sample[i], sample[j], n) >= args.min_jaccard for i, j in pairs))
     seconds = time.perf_counter() - start
     scale = len(keys) / len(sample)
     # Candidates grow with the square of the sample (pairs), the time roughly linearly.
-    return {"bands": lsh.b, "rows": lsh.r, "sample": len(sample), "candidates": len(pairs), "verified": verified,
-            "extrapolated_seconds": round(seconds * scale, 1),
-            "extrapolated_candidates": round(len(pairs) * scale * scale)}
+    return {
+        "bands": lsh.b,
+        "rows": lsh.r,
+        "sample": len(sample),
+        "candidates": len(pairs),
+        "verified": verified,
+        "extrapolated_seconds": round(seconds * scale, 1),
+        "extrapolated_candidates": round(len(pairs) * scale * scale),
+    }
 
 
 def run_verify(keys: list[str], args, perm: int, t: Timer) -> dict:
@@ -158,12 +164,16 @@ def run_verify(keys: list[str], args, perm: int, t: Timer) -> dict:
     sets = t("python_sets", lambda: np.array([python_jaccard(a, b, args.shingle) for a, b in zip(*lists)]))
     if not (np.array_equal(fast, sets) and np.array_equal(from_lists, sets)):
         raise SystemExit("verify: the vectorised Jaccard differs from the Python set computation")
-    return {"bands": bands, "candidates": len(pairs), "verified": int((fast >= args.min_jaccard).sum()),
-            "all_equal": True}
+    return {"bands": bands, "candidates": len(pairs), "verified": int((fast >= args.min_jaccard).sum()), "all_equal": True}
 
 
-ENGINES = {"numpy": run_numpy, "rensa-matrix": run_rensa_matrix, "rensa-lsh": run_rensa_lsh,
-           "datasketch": run_datasketch, "verify": run_verify}
+ENGINES = {
+    "numpy": run_numpy,
+    "rensa-matrix": run_rensa_matrix,
+    "rensa-lsh": run_rensa_lsh,
+    "datasketch": run_datasketch,
+    "verify": run_verify,
+}
 
 
 def child(args) -> None:
@@ -173,15 +183,29 @@ def child(args) -> None:
     start = time.perf_counter()
     result = ENGINES[args.engine](keys, args, args.num_perm_one, timer)
     seconds = round(time.perf_counter() - start, 3)
-    print(json.dumps({"engine": args.engine, "num_perm": args.num_perm_one, "shingle": args.shingle,
-                      "keys": len(keys), "seconds": seconds, **result, "phases": timer.phases,
-                      "peak_rss_mb": peak_rss_mb(), "rss_after_load_mb": after_load}), flush=True)
+    print(
+        json.dumps(
+            {
+                "engine": args.engine,
+                "num_perm": args.num_perm_one,
+                "shingle": args.shingle,
+                "keys": len(keys),
+                "seconds": seconds,
+                **result,
+                "phases": timer.phases,
+                "peak_rss_mb": peak_rss_mb(),
+                "rss_after_load_mb": after_load,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bench"
-                        / "weibo_checked_comments.parquet")
+    parser.add_argument(
+        "--input", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bench" / "weibo_checked_comments.parquet"
+    )
     parser.add_argument("--engines", default="numpy,rensa-matrix,rensa-lsh,datasketch,verify")
     parser.add_argument("--num-perm", default="32,64,128")
     parser.add_argument("--shingle", type=int, default=2)
@@ -208,14 +232,32 @@ def main(argv: list[str] | None = None) -> None:
         for engine in args.engines.split(","):
             perms = [128] if engine == "verify" else [int(p) for p in args.num_perm.split(",")]
             for perm in perms:
-                cmd = [sys.executable, __file__, "--engine", engine, "--num-perm-one", str(perm),
-                       "--keys-file", str(keys_file), "--shingle", str(args.shingle), "--threshold",
-                       str(args.threshold), "--min-jaccard", str(args.min_jaccard), "--sample", str(args.sample),
-                       "--seed", str(args.seed)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--engine",
+                    engine,
+                    "--num-perm-one",
+                    str(perm),
+                    "--keys-file",
+                    str(keys_file),
+                    "--shingle",
+                    str(args.shingle),
+                    "--threshold",
+                    str(args.threshold),
+                    "--min-jaccard",
+                    str(args.min_jaccard),
+                    "--sample",
+                    str(args.sample),
+                    "--seed",
+                    str(args.seed),
+                ]
                 done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
                 line = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
-                print(line[0] if line else json.dumps({"engine": engine, "num_perm": perm, "error":
-                                                       done.stderr.strip().splitlines()[-1:]}), flush=True)
+                print(
+                    line[0] if line else json.dumps({"engine": engine, "num_perm": perm, "error": done.stderr.strip().splitlines()[-1:]}),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Scores the shipped char n-gram TF-IDF model, logistic regression on frozen e5 em
 their blends. Embeddings go through the pipeline's embedding cache: the first run encodes all of
 COLD (about 12 minutes on 2 cores), later runs take seconds. Prints one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse

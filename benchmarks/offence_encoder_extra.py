@@ -10,6 +10,7 @@ e5's token states are computed the way the embed stage computes them (sentence-t
 with `python -m pipeline.training.package_encoder extra` (which installed models/offence_encoder_extra/
 from a pipeline/training/gpu_train.py run), so both pay for one e5 pass over COLD dev.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,11 @@ def blend_cv(features: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0)
         lr = LogisticRegression().fit(features[train_idx], y[train_idx])
         pred[test_idx] = lr.predict(features[test_idx])
     full = LogisticRegression().fit(features, y)
-    return {"weights": [round(float(w), 3) for w in full.coef_[0]], "bias": round(float(full.intercept_[0]), 3),
-            "cv_macro_f1": round(macro_f1(y, pred), 4)}
+    return {
+        "weights": [round(float(w), 3) for w in full.coef_[0]],
+        "bias": round(float(full.intercept_[0]), 3),
+        "cv_macro_f1": round(macro_f1(y, pred), 4),
+    }
 
 
 def evaluate(args) -> None:
@@ -56,8 +60,11 @@ def evaluate(args) -> None:
     p = 1 / (1 + np.exp(-extra))
     report = {
         "rows": len(texts),
-        "extra_alone": {"threshold": enc.threshold, "macro_f1": round(macro_f1(y, (p >= enc.threshold).astype(int)), 4),
-                        "macro_f1_at_0.5": round(macro_f1(y, (p >= 0.5).astype(int)), 4)},
+        "extra_alone": {
+            "threshold": enc.threshold,
+            "macro_f1": round(macro_f1(y, (p >= enc.threshold).astype(int)), 4),
+            "macro_f1_at_0.5": round(macro_f1(y, (p >= 0.5).astype(int)), 4),
+        },
         "ngram_alone_at_0.5": round(macro_f1(y, (ngram >= 0).astype(int)), 4),
         "blend_extra_ngram": blend_cv(np.column_stack([extra, ngram]), y),
     }
@@ -100,10 +107,20 @@ def speed(args) -> None:
         runs.append((t_e5, time.perf_counter() - t0))
     e5_s = min(r[0] for r in runs)
     extra_s = min(r[1] for r in runs)
-    print(json.dumps({"texts": len(texts), "threads": args.threads, "e5_encode_s": round(e5_s, 2),
-                      "logits_from_states_s": round(extra_s, 2), "ratio": round(extra_s / e5_s, 3),
-                      "e5_per_s": round(len(texts) / e5_s, 1), "extra_per_s": round(len(texts) / extra_s, 1),
-                      "runs": [[round(a, 2), round(b, 2)] for a, b in runs]}))
+    print(
+        json.dumps(
+            {
+                "texts": len(texts),
+                "threads": args.threads,
+                "e5_encode_s": round(e5_s, 2),
+                "logits_from_states_s": round(extra_s, 2),
+                "ratio": round(extra_s / e5_s, 3),
+                "e5_per_s": round(len(texts) / e5_s, 1),
+                "extra_per_s": round(len(texts) / extra_s, 1),
+                "runs": [[round(a, 2), round(b, 2)] for a, b in runs],
+            }
+        )
+    )
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Prints one JSON line: per repeat, real dev ROC AUC and average precision (offens
 hate), COLD dev macro-F1 at the best threshold, and training seconds. The real rows only measure:
 nothing is fitted on them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,7 @@ def main() -> None:
     real_x = [normalize_text(t) for t in real["text"].to_list()]
     real_y = ((real["abusive"] == 1) | (real["hate"] == 1)).to_numpy().astype(int)
 
-    out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()),
-           "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
+    out = {"real_dev_rows": len(real_x), "real_dev_offensive": int(real_y.sum()), "ngram_range": list(ngram_range), "C": C, "by_repeat": {}}
     for r in args.repeats:
         # The rows training would use at this repeat (pipeline.training.offence_ngram.training_rows).
         x, y, dev_x, dev_y, _, rows = om.training_rows(args.cold, list(OWN_LABELLED_SETS), r)
@@ -60,10 +60,12 @@ def main() -> None:
         p_real = clf.predict_proba(vec.transform(real_x))[:, 1]
         p_dev = clf.predict_proba(vec.transform(dev_x))[:, 1]
         t = om.choose_threshold(dev_y, p_dev)
-        out["by_repeat"][str(r)] = {"real_dev_auc": round(float(roc_auc_score(real_y, p_real)), 4),
-                                    "real_dev_ap": round(float(average_precision_score(real_y, p_real)), 4),
-                                    "cold_dev_macro_f1": round(macro_f1_at(dev_y, p_dev, t), 4),
-                                    "seconds": round(seconds, 1)}
+        out["by_repeat"][str(r)] = {
+            "real_dev_auc": round(float(roc_auc_score(real_y, p_real)), 4),
+            "real_dev_ap": round(float(average_precision_score(real_y, p_real)), 4),
+            "cold_dev_macro_f1": round(macro_f1_at(dev_y, p_dev, t), 4),
+            "seconds": round(seconds, 1),
+        }
         print(f"repeat {r}: {out['by_repeat'][str(r)]}", file=sys.stderr, flush=True)
     print(json.dumps(out))
 

@@ -9,6 +9,7 @@ the repository keeps ids and labels only).
 The `dev` split chooses thresholds, weights and priors; `test` is read once, to report. Prints a
 table per stratum on stderr and one JSON line on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def metrics(df: pl.DataFrame) -> dict:
     off_truth = (df["abusive"].cast(pl.Boolean) | df["hate"].cast(pl.Boolean)).to_list()
     out["offensive"] = scores(off_truth, (df["flag_abuse"] | df["flag_hate"]).to_list())
     clean = df.filter((pl.col("abusive") == 0) & (pl.col("hate") == 0) & (pl.col("conspiracy") == 0))
-    out["clean_flagged"] = {"n": clean.height, **{c: round(float(clean[f"flag_{c}"].mean() or 0), 4) for c in CATEGORIES},
-                            "any": round(float(clean["needs_review"].mean() or 0), 4)}
+    out["clean_flagged"] = {
+        "n": clean.height,
+        **{c: round(float(clean[f"flag_{c}"].mean() or 0), 4) for c in CATEGORIES},
+        "any": round(float(clean["needs_review"].mean() or 0), 4),
+    }
     return out
 
 
@@ -74,7 +78,9 @@ def table_lines(name: str, m: dict) -> list[str]:
     lines = [f"[{name}] {'cat':<11}{'n':>6}{'pos':>5}{'flag':>6}{'prec':>7}{'rec':>7}{'f1':>7}"]
     for c in (*CATEGORIES, "offensive"):
         r = m[c]
-        lines.append(f"[{name}] {c:<11}{r['n']:>6}{r['positives']:>5}{r['flagged']:>6}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}")
+        lines.append(
+            f"[{name}] {c:<11}{r['n']:>6}{r['positives']:>5}{r['flagged']:>6}{r['precision']:>7.3f}{r['recall']:>7.3f}{r['f1']:>7.3f}"
+        )
     cf = m["clean_flagged"]
     lines.append(f"[{name}] clean flagged of {cf['n']}: " + ", ".join(f"{c} {cf[c]:.1%}" for c in (*CATEGORIES, "any")))
     return lines
@@ -92,8 +98,15 @@ def sweep(df: pl.DataFrame) -> dict:
             pred = s >= t
             tp = int((pred & y).sum())
             p, r = tp / max(int(pred.sum()), 1), tp / max(int(y.sum()), 1)
-            rows.append({"t": float(t), "precision": round(p, 3), "recall": round(r, 3),
-                         "f1": round(2 * p * r / max(p + r, 1e-9), 3), "clean_flagged": round(float(pred[clean].mean()), 4)})
+            rows.append(
+                {
+                    "t": float(t),
+                    "precision": round(p, 3),
+                    "recall": round(r, 3),
+                    "f1": round(2 * p * r / max(p + r, 1e-9), 3),
+                    "clean_flagged": round(float(pred[clean].mean()), 4),
+                }
+            )
         out[c] = rows
     return out
 
@@ -106,9 +119,12 @@ def queue_share(n: int, overrides: list[str], seed: int) -> dict:
     df = df.filter(pl.col("thread_id").map_elements(split_of, return_dtype=pl.String) == "holdout")
     df = df.sample(min(n, df.height), seed=seed)
     pred = predict(df, overrides)
-    return {"rows": pred.height, "threads": df["thread_id"].n_unique(),
-            **{f"share_{c}": round(float(pred[f"flag_{c}"].mean()), 4) for c in CATEGORIES},
-            "share_needs_review": round(float(pred["needs_review"].mean()), 4)}
+    return {
+        "rows": pred.height,
+        "threads": df["thread_id"].n_unique(),
+        **{f"share_{c}": round(float(pred[f"flag_{c}"].mean()), 4) for c in CATEGORIES},
+        "share_needs_review": round(float(pred["needs_review"].mean()), 4),
+    }
 
 
 def main() -> None:
@@ -118,12 +134,24 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="print thresholds' precision/recall/clean-flagged per category")
     ap.add_argument("--queue-share", type=int, default=0, metavar="N", help="score N unlabelled rows of the holdout threads instead")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--errors", type=Path, help="write the misflagged and missed rows (ids, labels, scores, evidence) here; never for the test split while choosing")
+    ap.add_argument(
+        "--errors",
+        type=Path,
+        help="write the misflagged and missed rows (ids, labels, scores, evidence) here; never for the test split while choosing",
+    )
     args = ap.parse_args()
     start = time.perf_counter()
     if args.queue_share:
-        print(json.dumps({"queue_share": queue_share(args.queue_share, args.overrides, args.seed),
-                          "overrides": args.overrides, "seconds": round(time.perf_counter() - start, 1)}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "queue_share": queue_share(args.queue_share, args.overrides, args.seed),
+                    "overrides": args.overrides,
+                    "seconds": round(time.perf_counter() - start, 1),
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     splits = args.split or ["dev"]
     pred = predict(labelled(splits), args.overrides)
@@ -139,7 +167,9 @@ def main() -> None:
     if args.sweep:
         result["sweep"] = sweep(pred)
         for c, rows in result["sweep"].items():
-            lines.append(f"sweep {c}: " + "  ".join(f"{r['t']:.2f}:{r['precision']:.2f}/{r['recall']:.2f}/{r['clean_flagged']:.1%}" for r in rows))
+            lines.append(
+                f"sweep {c}: " + "  ".join(f"{r['t']:.2f}:{r['precision']:.2f}/{r['recall']:.2f}/{r['clean_flagged']:.1%}" for r in rows)
+            )
     if args.errors:
         wrong = pred.filter(pl.any_horizontal([pl.col(f"flag_{c}") != (pl.col(TRUTH[c]) == 1) for c in CATEGORIES]))
         wrong.with_columns([pl.col(f"evidence_{c}").list.join(" | ") for c in CATEGORIES]).write_csv(args.errors)

@@ -20,6 +20,7 @@ Strata, each drawn with a fixed seed, without repeating a comment_id:
 
     python benchmarks/real_sample.py --out /tmp/real_sample.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,8 @@ VOCAB = re.compile(
     "真相|隐瞒|掩盖|封锁|内幕|黑幕|炒作|水军|五毛|美分|带节奏|自导自演|演戏|剧本|洗钱|收割|"
     "病毒|实验室|生化|疫苗|转基因|辐射|人口|秘密|政府|官方|谣言|造谣|辟谣|谁信|信吗|骗|"
     "傻|逼|脑残|狗|滚|死|贱|婊|猪|垃圾|畜生|废物|白痴|蠢|妈的|操|艹|尼玛|你妈|汉奸|走狗|卖国|"
-    "黑人|鬼子|小日本|棒子|阿三|娘们|女人|男人|基佬|穆斯林|河南|东北|外地")
+    "黑人|鬼子|小日本|棒子|阿三|娘们|女人|男人|基佬|穆斯林|河南|东北|外地"
+)
 
 
 # Narrower: the words conspiracy claims (and their debunkings) are made of. Conspiracy claims are
@@ -52,7 +54,8 @@ VOCAB = re.compile(
 CONSPIRACY_VOCAB = re.compile(
     "阴谋|背后|幕后|黑手|操控|操纵|势力|资本|故意|安排好|策划|自导自演|剧本|演戏|真相|隐瞒|掩盖|封锁|"
     "内幕|黑幕|水军|五毛|美分|带节奏|洗钱|收割|实验室|生化|疫苗|转基因|人口|秘密|中情局|cia|共济会|"
-    "美国人|美帝|西方|境外|有人(故意|想|要)|目的|利益集团|既得利益|被和谐|删帖|维稳")
+    "美国人|美帝|西方|境外|有人(故意|想|要)|目的|利益集团|既得利益|被和谐|删帖|维稳"
+)
 
 
 def thread_bucket(thread_id: str, salt: str, mod: int) -> int:
@@ -73,8 +76,8 @@ def commit() -> str:
 def flagged_pool(pool: pl.DataFrame) -> pl.DataFrame:
     """The rows of `pool` that the flag stage (default config, no embeddings needed) flags."""
     from pipeline.config import Config
-    from pipeline.text.normalize import normalize_text
     from pipeline.scoring import score as scoring
+    from pipeline.text.normalize import normalize_text
 
     cfg = Config().flag
     norm = [normalize_text(t) for t in pool["text"].to_list()]
@@ -97,31 +100,34 @@ def main() -> None:
 
     df = pl.read_parquet(CORPUS, columns=["comment_id", "thread_id", "text"])
     df = df.with_columns(pl.col("thread_id").map_elements(split_of, return_dtype=pl.String).alias("split"))
-    df = df.filter((pl.col("split") != "holdout") & pl.col("text").is_not_null()
-                   & (pl.col("text").str.strip_chars().str.len_chars() > 0))
+    df = df.filter((pl.col("split") != "holdout") & pl.col("text").is_not_null() & (pl.col("text").str.strip_chars().str.len_chars() > 0))
     taken: list[pl.DataFrame] = []
     rnd = df.sample(args.random, seed=args.seed).with_columns(pl.lit("random").alias("stratum"))
     taken.append(rnd)
     rest = df.filter(~pl.col("comment_id").is_in(rnd["comment_id"].implode()))
     # Distinct texts in the other strata: a repeated slogan labelled twice teaches nothing new.
-    vocab = (rest.filter(pl.col("text").str.contains(VOCAB.pattern)).unique("text", keep="first", maintain_order=True)
-             .sample(args.vocab, seed=args.seed + 1).with_columns(pl.lit("vocab").alias("stratum")))
+    vocab = (
+        rest.filter(pl.col("text").str.contains(VOCAB.pattern))
+        .unique("text", keep="first", maintain_order=True)
+        .sample(args.vocab, seed=args.seed + 1)
+        .with_columns(pl.lit("vocab").alias("stratum"))
+    )
     taken.append(vocab)
-    rest = rest.filter(~pl.col("comment_id").is_in(vocab["comment_id"].implode())
-                       & ~pl.col("text").is_in(vocab["text"].implode()))
+    rest = rest.filter(~pl.col("comment_id").is_in(vocab["comment_id"].implode()) & ~pl.col("text").is_in(vocab["text"].implode()))
     pool = rest.unique("text", keep="first", maintain_order=True).sample(args.flag_pool, seed=args.seed + 2)
     flagged = flagged_pool(pool)
     print(f"flagged pool: {flagged.height} of {pool.height} rows flagged", file=sys.stderr)
-    flagged = flagged.sample(min(args.flagged, flagged.height), seed=args.seed + 3).with_columns(
-        pl.lit("flagged").alias("stratum"))
+    flagged = flagged.sample(min(args.flagged, flagged.height), seed=args.seed + 3).with_columns(pl.lit("flagged").alias("stratum"))
     taken.append(flagged)
     # Drawn after the first three (added once their labels showed ~1 conspiracy claim in 200 rows),
     # so the earlier strata are unchanged by it.
-    rest = rest.filter(~pl.col("comment_id").is_in(flagged["comment_id"].implode())
-                       & ~pl.col("text").is_in(flagged["text"].implode()))
-    cvocab = (rest.filter(pl.col("text").str.to_lowercase().str.contains(CONSPIRACY_VOCAB.pattern))
-              .unique("text", keep="first", maintain_order=True)
-              .sample(args.conspiracy_vocab, seed=args.seed + 4).with_columns(pl.lit("vocab_conspiracy").alias("stratum")))
+    rest = rest.filter(~pl.col("comment_id").is_in(flagged["comment_id"].implode()) & ~pl.col("text").is_in(flagged["text"].implode()))
+    cvocab = (
+        rest.filter(pl.col("text").str.to_lowercase().str.contains(CONSPIRACY_VOCAB.pattern))
+        .unique("text", keep="first", maintain_order=True)
+        .sample(args.conspiracy_vocab, seed=args.seed + 4)
+        .with_columns(pl.lit("vocab_conspiracy").alias("stratum"))
+    )
     taken.append(cvocab)
     out = pl.concat(taken).with_columns(pl.lit(commit()).alias("drawn_with"))
     out.select("comment_id", "thread_id", "split", "stratum", "drawn_with", "text").write_csv(args.out)

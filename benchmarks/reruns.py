@@ -6,6 +6,7 @@ Each run is a separate `python -m pipeline run` process with a fresh cache direc
 run really encodes everything). Prints one JSON line per step: seconds, the status of each stage
 from manifest.json, and checks (identical table, rows accounted for, every parquet readable).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ def write_sample(src: Path, rows: int, dest: Path) -> Path:
 
 def run(inp: Path, out: Path, env: dict, *extra: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(inp), "--output", str(out),
-                          "--quiet", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(inp), "--output", str(out), "--quiet", *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise SystemExit(res.stderr)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -62,15 +68,29 @@ def main() -> None:
     print(json.dumps({"step": "cold", "rows": args.rows, "seconds": round(cold, 1), "stages": st1}))
     again, st2 = run(inp, out, env)
     same = first.equals(pl.read_parquet(out / "comments.parquet"))
-    print(json.dumps({"step": "identical rerun", "seconds": round(again, 1), "ratio_to_cold": round(again / cold, 3),
-                      "same_table": same, "stages": st2}))
+    print(
+        json.dumps(
+            {
+                "step": "identical rerun",
+                "seconds": round(again, 1),
+                "ratio_to_cold": round(again / cold, 3),
+                "same_table": same,
+                "stages": st2,
+            }
+        )
+    )
     topic, st3 = run(inp, out, env, "--set", "topics.min_cluster_size=7")
     print(json.dumps({"step": "topics.min_cluster_size=7", "seconds": round(topic, 1), "stages": st3}))
 
     kinp = write_sample(args.input, args.kill_rows, work / "kill.jsonl")
     kout = work / "kill_out"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--input", str(kinp), "--output", str(kout), "--quiet"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(kinp), "--output", str(kout), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(args.kill_after)
     killed = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
@@ -79,10 +99,23 @@ def main() -> None:
     rerun, st4 = run(kinp, kout, env)
     kept = pl.read_parquet(kout / "comments.parquet").height
     quarantined = pl.read_parquet(kout / "quarantine.parquet").height if (kout / "quarantine.parquet").exists() else 0
-    print(json.dumps({"step": "kill -9 then rerun", "rows": args.kill_rows, "killed_at_s": args.kill_after,
-                      "was_running": killed, "readable_after_kill": readable_after_kill, "rerun_seconds": round(rerun, 1),
-                      "kept": kept, "quarantined": quarantined, "accounted": kept + quarantined == args.kill_rows,
-                      "readable_after_rerun": all_readable(kout), "stages": st4}))
+    print(
+        json.dumps(
+            {
+                "step": "kill -9 then rerun",
+                "rows": args.kill_rows,
+                "killed_at_s": args.kill_after,
+                "was_running": killed,
+                "readable_after_kill": readable_after_kill,
+                "rerun_seconds": round(rerun, 1),
+                "kept": kept,
+                "quarantined": quarantined,
+                "accounted": kept + quarantined == args.kill_rows,
+                "readable_after_rerun": all_readable(kout),
+                "stages": st4,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

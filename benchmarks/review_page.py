@@ -10,6 +10,7 @@ chromium + chromedriver). Prints one JSON line: comments, queued groups, file MB
 load seconds (navigation to the first rendered queue entry), and seconds to filter by a category
 and to search.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,13 @@ def scaled_run(src: Path, n: int, flagged_share: float, dest: Path) -> None:
     flags = flagged_groups[group]
     big = big.with_columns(
         pl.Series("dup_group", [f"g{g:07d}" for g in group]),
-        pl.Series("needs_review", flags), pl.Series("flag_abuse", flags & (rng.random(n) < 0.6)),
-        pl.Series("flag_conspiracy", flags & (rng.random(n) < 0.4)))
-    big = big.with_columns(pl.len().over("dup_group").alias("dup_group_size"),
-                           pl.col("comment_id").first().over("dup_group").alias("dup_rep_id"))
+        pl.Series("needs_review", flags),
+        pl.Series("flag_abuse", flags & (rng.random(n) < 0.6)),
+        pl.Series("flag_conspiracy", flags & (rng.random(n) < 0.4)),
+    )
+    big = big.with_columns(
+        pl.len().over("dup_group").alias("dup_group_size"), pl.col("comment_id").first().over("dup_group").alias("dup_rep_id")
+    )
     big = big.with_columns(pl.col("flag_abuse") | (pl.col("needs_review") & ~pl.col("flag_conspiracy") & ~pl.col("flag_hate")))
     big = big.with_columns(export.priority_expr().alias("review_priority"))
     (dest / "review").mkdir(parents=True, exist_ok=True)
@@ -97,9 +101,21 @@ def main() -> None:
         shown = driver.find_element(By.ID, "shown").text
     finally:
         driver.quit()
-    print(json.dumps({"comments": args.comments, "queued_groups": queued, "file_mb": round(page.stat().st_size / 2**20, 1),
-                      "build_s": round(build_s, 1), "load_s": round(load_s, 2), "filter_s": round(filter_s, 2),
-                      "search_s": round(search_s, 2), "after_search": shown}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "comments": args.comments,
+                "queued_groups": queued,
+                "file_mb": round(page.stat().st_size / 2**20, 1),
+                "build_s": round(build_s, 1),
+                "load_s": round(load_s, 2),
+                "filter_s": round(filter_s, 2),
+                "search_s": round(search_s, 2),
+                "after_search": shown,
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 if __name__ == "__main__":

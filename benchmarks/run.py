@@ -11,6 +11,7 @@ once after the run; the mean of the two is the bare encode time.
 Prints one JSON line: rows, distinct texts, seconds per stage, total seconds, bare encode seconds,
 ratio total/encode, peak RSS MB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,7 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"default": ROOT / "configs" / "default.yaml", "quality": ROOT / "configs" / "quality.yaml",
-         "fast": ROOT / "configs" / "fast.yaml"}
+MODES = {"default": ROOT / "configs" / "default.yaml", "quality": ROOT / "configs" / "quality.yaml", "fast": ROOT / "configs" / "fast.yaml"}
 
 BARE_ENCODE = """
 import json, sys, time
@@ -72,8 +72,13 @@ def normalised_texts(sample: Path, mode: str, work: Path) -> Path:
 
 
 def bare_encode(mode: str, texts_parquet: Path, cache: Path, env: dict) -> dict:
-    enc = subprocess.run([sys.executable, "-c", BARE_ENCODE, str(MODES[mode]), str(texts_parquet), str(cache)],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    enc = subprocess.run(
+        [sys.executable, "-c", BARE_ENCODE, str(MODES[mode]), str(texts_parquet), str(cache)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if enc.returncode != 0:
         raise SystemExit(f"bare encode failed:\n{enc.stderr[-4000:]}")
     return json.loads(enc.stdout.strip().splitlines()[-1])
@@ -106,9 +111,27 @@ def main() -> None:
     # denominator: on a shared machine the same encode varied by +-10% from minute to minute.
     before = bare_encode(args.mode, normalised_texts(sample, args.mode, work), cache, env)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--input", str(sample), "--output", str(out),
-                          "--config", str(MODES[args.mode]), "--executor", args.executor, "--quiet"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "--input",
+            str(sample),
+            "--output",
+            str(out),
+            "--config",
+            str(MODES[args.mode]),
+            "--executor",
+            args.executor,
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     total = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"pipeline run failed ({res.returncode}):\n{res.stderr[-4000:]}")
@@ -119,19 +142,28 @@ def main() -> None:
 
     after = bare_encode(args.mode, out / "comments.parquet", cache, env)
     if before["texts"] != after["texts"]:
-        print(f"note: {before['texts']} distinct texts encoded before the run, {after['texts']} in its output",
-              file=sys.stderr)
+        print(f"note: {before['texts']} distinct texts encoded before the run, {after['texts']} in its output", file=sys.stderr)
     bare_seconds = (before["seconds"] + after["seconds"]) / 2
-    print(json.dumps({
-        "input": args.input.name, "mode": args.mode, "executor": args.executor,
-        "rows": manifest["summary"]["rows_in"], "distinct_texts": embed_facts["distinct_texts"],
-        "distinct_fraction": round(embed_facts["distinct_texts"] / max(1, manifest["summary"]["kept"]), 3),
-        "stage_seconds": stages, "pipeline_seconds_in_run": manifest["seconds"],
-        "total_seconds": round(total, 1), "bare_encode_seconds": round(bare_seconds, 1),
-        "bare_encode_before_after": [round(before["seconds"], 1), round(after["seconds"], 1)],
-        "ratio_total_to_encode": round(total / bare_seconds, 3), "peak_rss_mb": round(peak),
-        "cpus": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "input": args.input.name,
+                "mode": args.mode,
+                "executor": args.executor,
+                "rows": manifest["summary"]["rows_in"],
+                "distinct_texts": embed_facts["distinct_texts"],
+                "distinct_fraction": round(embed_facts["distinct_texts"] / max(1, manifest["summary"]["kept"]), 3),
+                "stage_seconds": stages,
+                "pipeline_seconds_in_run": manifest["seconds"],
+                "total_seconds": round(total, 1),
+                "bare_encode_seconds": round(bare_seconds, 1),
+                "bare_encode_before_after": [round(before["seconds"], 1), round(after["seconds"], 1)],
+                "ratio_total_to_encode": round(total / bare_seconds, 3),
+                "peak_rss_mb": round(peak),
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
     if args.keep:
         print(f"work directory: {work}", file=sys.stderr)
     else:

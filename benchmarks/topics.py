@@ -9,6 +9,7 @@ topic count, fit seconds, mean keyword length and the first topics' keywords; th
 whether two runs of our stage in separate processes gave identical topic_ids.
 BERTopic (pip install bertopic) runs with its defaults, a jieba tokenizer, and UMAP random_state=42.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.models.e5_model import default_cache_dir  # noqa: E402
 from pipeline.io import readers  # noqa: E402
-from pipeline.text.keywords import stopwords  # noqa: E402
+from pipeline.models.e5_model import default_cache_dir  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import dedup, embed, ingest, topics  # noqa: E402
+from pipeline.text.keywords import stopwords  # noqa: E402
 
 PER_CATEGORY = 500
 MIN_CHARS = 8
@@ -60,15 +61,21 @@ def prepared(df: pl.DataFrame) -> tuple[pl.DataFrame, StageContext]:
 def keyword_stats(keyword_lists: list[list[str]]) -> dict:
     words = [w for ws in keyword_lists for w in ws]
     stop = stopwords()
-    return {"mean_keyword_chars": round(float(np.mean([len(w) for w in words])), 2) if words else None,
-            "stopwords_in_keywords": sorted({w for w in words if w in stop})}
+    return {
+        "mean_keyword_chars": round(float(np.mean([len(w) for w in words])), 2) if words else None,
+        "stopwords_in_keywords": sorted({w for w in words if w in stop}),
+    }
 
 
 def scores(cats: list[str], labels: np.ndarray) -> dict:
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    return {"nmi": round(normalized_mutual_info_score(cats, labels), 4), "ari": round(adjusted_rand_score(cats, labels), 4),
-            "outliers": round(float(np.mean(labels == -1)), 4), "topics": int(len(set(labels.tolist()) - {-1}))}
+    return {
+        "nmi": round(normalized_mutual_info_score(cats, labels), 4),
+        "ari": round(adjusted_rand_score(cats, labels), 4),
+        "outliers": round(float(np.mean(labels == -1)), 4),
+        "topics": int(len(set(labels.tolist()) - {-1})),
+    }
 
 
 def run_ours(df: pl.DataFrame) -> tuple[dict, np.ndarray]:
@@ -79,9 +86,13 @@ def run_ours(df: pl.DataFrame) -> tuple[dict, np.ndarray]:
     seconds = time.perf_counter() - t0
     labels = out["topic_id"].to_numpy()
     side = ctx.side_tables["topics"].filter(pl.col("topic_id") >= 0)
-    return {"method": "ours", **scores(df["cat"].to_list(), labels), "seconds": round(seconds, 1),
-            **keyword_stats(side["keywords"].to_list()),
-            "examples": [f"{r['topic_id']}: {' '.join(r['keywords'][:6])}" for r in side.head(5).iter_rows(named=True)]}, labels
+    return {
+        "method": "ours",
+        **scores(df["cat"].to_list(), labels),
+        "seconds": round(seconds, 1),
+        **keyword_stats(side["keywords"].to_list()),
+        "examples": [f"{r['topic_id']}: {' '.join(r['keywords'][:6])}" for r in side.head(5).iter_rows(named=True)],
+    }, labels
 
 
 def run_bertopic(df: pl.DataFrame, vectors: np.ndarray) -> dict:
@@ -97,8 +108,13 @@ def run_bertopic(df: pl.DataFrame, vectors: np.ndarray) -> dict:
     seconds = time.perf_counter() - t0
     labels = np.asarray(labels)
     kws = [[w for w, _ in model.get_topic(t)] for t in sorted(set(labels.tolist()) - {-1})]
-    return {"method": "bertopic", **scores(df["cat"].to_list(), labels), "seconds": round(seconds, 1),
-            **keyword_stats(kws), "examples": [f"{i}: {' '.join(k[:6])}" for i, k in enumerate(kws[:5])]}
+    return {
+        "method": "bertopic",
+        **scores(df["cat"].to_list(), labels),
+        "seconds": round(seconds, 1),
+        **keyword_stats(kws),
+        "examples": [f"{i}: {' '.join(k[:6])}" for i, k in enumerate(kws[:5])],
+    }
 
 
 def main() -> None:
@@ -119,8 +135,10 @@ def main() -> None:
         np.save(args.dump_ids, labels)
         return
     result, labels = run_ours(df)
-    print(json.dumps({"rows": df.height, "config": str(args.config or "default"), "overrides": args.overrides, **result},
-                     ensure_ascii=False), flush=True)
+    print(
+        json.dumps({"rows": df.height, "config": str(args.config or "default"), "overrides": args.overrides, **result}, ensure_ascii=False),
+        flush=True,
+    )
     if not args.no_bertopic:
         table, _ = prepared(df)
         vectors = table["embedding"].to_numpy().astype(np.float32)

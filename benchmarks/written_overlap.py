@@ -13,6 +13,7 @@ through a brief's example. It prints, per own set, how many rows fail each test 
 phrases of 1-4 characters counted apart), and with --drop removes every failing row from the
 2026-12 sets' files, keeping the rest in order. One JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,19 @@ def corpus_keys() -> set[str]:
 def near_copies(own_texts: list[str]) -> set[str]:
     """Own texts that the dedup stage groups with a weibo_ced comment."""
     from pipeline.config import DedupConfig
-    from pipeline.text.normalize import normalize_text
     from pipeline.stage import StageContext
     from pipeline.stages import dedup
+    from pipeline.text.normalize import normalize_text
 
     corpus = pl.read_parquet(CORPORA["weibo_ced"], columns=["text"])["text"].drop_nulls().unique().to_list()
     norm = [normalize_text(t) for t in corpus] + own_texts
-    table = pl.DataFrame({"comment_id": [f"c{i}" for i in range(len(corpus))] + [f"own{i}" for i in range(len(own_texts))],
-                          "text_norm": norm, "input_index": list(range(len(norm)))})
+    table = pl.DataFrame(
+        {
+            "comment_id": [f"c{i}" for i in range(len(corpus))] + [f"own{i}" for i in range(len(own_texts))],
+            "text_norm": norm,
+            "input_index": list(range(len(norm))),
+        }
+    )
     ctx = StageContext(seed=0, cache_dir=None, state_dir=None, progress=False)
     out = dedup.run(table, DedupConfig(), ctx)
     corpus_groups = set(out.filter(pl.col("comment_id").str.starts_with("c"))["dup_group"].to_list())
@@ -63,7 +69,7 @@ READ_SIMILARITY = 0.6
 
 
 def bigrams(key: str) -> set[str]:
-    return {key[i:i + 2] for i in range(len(key) - 1)}
+    return {key[i : i + 2] for i in range(len(key) - 1)}
 
 
 def like_labelled(own_keys: list[str]) -> list[bool]:
@@ -111,9 +117,12 @@ def main() -> None:
         read = pl.Series(like_labelled(own))
         copy = corpus_copy | read
         short = pl.Series([len(k) <= 4 for k in own])
-        report[path.name] = {"rows": df.height, "corpus_copies": int(corpus_copy.sum()),
-                             "corpus_copies_of_1_to_4_chars": int((corpus_copy & short).sum()),
-                             "like_a_labelled_real_comment": int(read.sum())}
+        report[path.name] = {
+            "rows": df.height,
+            "corpus_copies": int(corpus_copy.sum()),
+            "corpus_copies_of_1_to_4_chars": int((corpus_copy & short).sum()),
+            "like_a_labelled_real_comment": int(read.sum()),
+        }
         if args.drop and path.name in DROPPABLE and copy.any():
             tmp = path.with_name(f".{path.name}.tmp")
             df.filter(~copy).write_csv(tmp)

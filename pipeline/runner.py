@@ -5,6 +5,7 @@ stage's name and version, its config section(s), and the fingerprints of the sta
 it reads. A rerun whose fingerprint matches loads the stored result instead of computing it, so a
 changed HDBSCAN setting reruns topics and export, never embed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,21 +22,32 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.io import decisions
-from pipeline.io import readers
-from pipeline.report import page as report
 from pipeline.config import Config, stable_hash
 from pipeline.exec.executor import make_executor
+from pipeline.io import decisions, readers
 from pipeline.io.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet, file_sha256
 from pipeline.io.lock import DirectoryLock
+from pipeline.report import page as report
 from pipeline.scoring.score import CATEGORIES, models_dir_of
 from pipeline.stage import Stage, StageContext
 from pipeline.stages import dedup, embed, export, flag, ingest, topics
 
 log = logging.getLogger("pipeline")
 STAGES: tuple[Stage, ...] = (ingest.STAGE, embed.STAGE, dedup.STAGE, topics.STAGE, flag.STAGE)
-LIBRARIES = ("polars", "torch", "sentence-transformers", "transformers", "umap-learn", "hdbscan", "jieba",
-             "datasketch", "scikit-learn", "opencc-python-reimplemented", "pydantic", "numpy")
+LIBRARIES = (
+    "polars",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "umap-learn",
+    "hdbscan",
+    "jieba",
+    "datasketch",
+    "scikit-learn",
+    "opencc-python-reimplemented",
+    "pydantic",
+    "numpy",
+)
 
 
 @dataclass
@@ -86,14 +98,25 @@ class Runner:
                 if state_dir.resolve() != self.out_dir.resolve():
                     locks.enter_context(DirectoryLock(state_dir))
             self._remove_leftover_temp_files()
-            input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
-                          for p in self._checked_inputs()]
-            executor = locks.enter_context(closing(make_executor(
-                self.cfg.run.executor, self.cfg.run.progress,
-                {"address": self.cfg.run.ray_address, "actors": self.cfg.run.ray_actors})))
-            ctx = StageContext(seed=self.cfg.run.seed, cache_dir=default_cache_dir(self.cfg),
-                               state_dir=state_dir, progress=self.cfg.run.progress, executor=executor,
-                               embed_config=self.cfg.embed, models_dir=models_dir_of(self.cfg.flag))
+            input_info = [{"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size} for p in self._checked_inputs()]
+            executor = locks.enter_context(
+                closing(
+                    make_executor(
+                        self.cfg.run.executor,
+                        self.cfg.run.progress,
+                        {"address": self.cfg.run.ray_address, "actors": self.cfg.run.ray_actors},
+                    )
+                )
+            )
+            ctx = StageContext(
+                seed=self.cfg.run.seed,
+                cache_dir=default_cache_dir(self.cfg),
+                state_dir=state_dir,
+                progress=self.cfg.run.progress,
+                executor=executor,
+                embed_config=self.cfg.embed,
+                models_dir=models_dir_of(self.cfg.flag),
+            )
             apply_threads(self.cfg.embed.threads)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
@@ -164,15 +187,25 @@ class Runner:
             section_cfg = getattr(self.cfg, stage.config_section)
             resources = stage.resources(section_cfg, ctx) if stage.resources else ""
             state, state_fp = self._load_state(stage)
-            fp = stable_hash([stage.name, stage.code_fingerprint(), self.cfg.section_hash(stage.config_section), resources,
-                              state_fp, ctx.seed, [fingerprints[u] for u in upstream]])
+            fp = stable_hash(
+                [
+                    stage.name,
+                    stage.code_fingerprint(),
+                    self.cfg.section_hash(stage.config_section),
+                    resources,
+                    state_fp,
+                    ctx.seed,
+                    [fingerprints[u] for u in upstream],
+                ]
+            )
             fingerprints[stage.name] = fp
             t0 = time.time()
             cached = self._load_cached(stage, fp)
             if table is None:
                 if cached is None:
-                    table = readers.read_inputs(self.inputs, self.cfg.ingest.id_column, self.cfg.ingest.text_column,
-                                                self.cfg.ingest.thread_comments_start)
+                    table = readers.read_inputs(
+                        self.inputs, self.cfg.ingest.id_column, self.cfg.ingest.text_column, self.cfg.ingest.thread_comments_start
+                    )
                     self._warn_empty_inputs(table)
                 rows_in = table.height if cached is None else cached[2].get("rows_in", 0)
             else:
@@ -211,8 +244,7 @@ class Runner:
         seen = set(raw["source_file"].unique().to_list())
         for p in self.inputs:
             if str(p) not in seen:
-                log.warning("%s: no comments in this file%s", p,
-                            "; writing the outputs with zero rows" if raw.height == 0 else "")
+                log.warning("%s: no comments in this file%s", p, "; writing the outputs with zero rows" if raw.height == 0 else "")
 
     def _load_cached(self, stage: Stage, fp: str):
         meta_path = self.stage_dir / f"{stage.name}.json"
@@ -250,8 +282,12 @@ class Runner:
         atomic_write_parquet(built["review_queue"], out / "review" / "queue.parquet")
         atomic_write_csv(built["review_queue_csv"], out / "review" / "queue.csv", bom=self.cfg.export.csv_bom)
         atomic_write_parquet(report.map_points(table, self.cfg.run.seed), out / "review" / "map.parquet")
-        files = {"comments": "comments.parquet", "topics": "topics.parquet",
-                 "review_queue": "review/queue.parquet", "review_queue_csv": "review/queue.csv"}
+        files = {
+            "comments": "comments.parquet",
+            "topics": "topics.parquet",
+            "review_queue": "review/queue.parquet",
+            "review_queue_csv": "review/queue.csv",
+        }
         quarantine = side.get("quarantine")
         if quarantine is not None and quarantine.height:
             atomic_write_parquet(quarantine, out / "quarantine.parquet")
@@ -259,12 +295,23 @@ class Runner:
         elif (out / "quarantine.parquet").exists():
             (out / "quarantine.parquet").unlink()  # left from an earlier run of other inputs
         comments = built["comments"]
-        self.records.append(StageRecord(
-            "export", "ran", table.height, comments.height, round(time.time() - t0, 3), "",
-            {"review_groups": built["review_queue"].height,
-             "decided_groups": int(comments.filter(pl.col("decision").is_not_null())["dup_group"].n_unique())}))
+        self.records.append(
+            StageRecord(
+                "export",
+                "ran",
+                table.height,
+                comments.height,
+                round(time.time() - t0, 3),
+                "",
+                {
+                    "review_groups": built["review_queue"].height,
+                    "decided_groups": int(comments.filter(pl.col("decision").is_not_null())["dup_group"].n_unique()),
+                },
+            )
+        )
         self.summary = {
-            "rows_in": self.records[0].rows_in, "kept": comments.height,
+            "rows_in": self.records[0].rows_in,
+            "kept": comments.height,
             "quarantined": 0 if quarantine is None else quarantine.height,
             "dup_groups": comments["dup_group"].n_unique(),
             "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES},
@@ -275,7 +322,7 @@ class Runner:
         return files
 
     def _manifest(self, input_info: list[dict], files: dict[str, str], started: float) -> dict:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         config = self.cfg.model_dump(mode="json")
         facts = {r.name: r.facts for r in self.records}
         return {
@@ -287,8 +334,10 @@ class Runner:
             "config_hash": self.cfg.hash(),
             "summary": self.summary,
             "stages": [r.__dict__ for r in self.records],
-            "models": {"embedding": facts.get("embed", {}).get("embed_model"),
-                       "offence": facts.get("flag", {}).get("offence_model_version")},
+            "models": {
+                "embedding": facts.get("embed", {}).get("embed_model"),
+                "offence": facts.get("flag", {}).get("offence_model_version"),
+            },
             "outputs": files,
             "libraries": {name: _version(name) for name in LIBRARIES},
             "python": platform.python_version(),

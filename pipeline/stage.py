@@ -4,14 +4,15 @@ A stage declares the columns it needs and the columns it adds; the runner checks
 that forgets a column fails at its own boundary instead of three stages later. Stages never read
 or write files; what they need from outside (models, caches, state) comes through `StageContext`.
 """
+
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import polars as pl

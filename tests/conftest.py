@@ -1,4 +1,5 @@
 """Shared fixtures. Tests that need ../shared data say so and skip cleanly when it is absent."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def run_cli(*args: str, cwd: Path = PROJECT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )
 
 
 SAMPLE = PROJECT / "samples" / "comments.jsonl"

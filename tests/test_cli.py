@@ -1,4 +1,5 @@
 """What a newcomer meets first: empty inputs, a wrong --output, a mistyped --set, --help, describe."""
+
 from __future__ import annotations
 
 import sys
@@ -11,15 +12,16 @@ from pipeline.cli import OUTPUT_FILES, build_parser
 from pipeline.config import ConfigError, load_config
 
 
-
 @pytest.mark.parametrize("name, content", [("empty.jsonl", b""), ("empty.csv", b""), ("header.csv", b"comment_id,text\n")])
 def test_an_empty_input_writes_zero_row_outputs_without_loading_a_model(tmp_path, sample_run, name, content):
     src = tmp_path / name
     src.write_bytes(content)
     out = tmp_path / "run"
     # In one process, so we can see which libraries the run needed: no torch means no model was loaded.
-    code = ("import sys\nfrom pipeline.cli import main\nrc = main(['run', '--input', sys.argv[1], '--output', sys.argv[2]])\n"
-            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    code = (
+        "import sys\nfrom pipeline.cli import main\nrc = main(['run', '--input', sys.argv[1], '--output', sys.argv[2]])\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
     import subprocess
 
     result = subprocess.run([sys.executable, "-c", code, str(src), str(out)], cwd=PROJECT, capture_output=True, text=True)
@@ -42,12 +44,15 @@ def test_output_naming_a_file_exits_2_in_one_line(tmp_path):
     assert "must be a directory" in result.stderr and str(target) in result.stderr
 
 
-@pytest.mark.parametrize("assignment, wanted", [
-    ("topics.nonsense=3", ["--set 'topics.nonsense=3'", "min_cluster_size"]),
-    ("topics.min_cluster=3", ["did you mean 'min_cluster_size'"]),
-    ("topic.min_cluster_size=3", ["did you mean 'topics'"]),
-    ("topics.min_cluster_size=abc", ["--set 'topics.min_cluster_size=abc'", "integer"]),
-])
+@pytest.mark.parametrize(
+    "assignment, wanted",
+    [
+        ("topics.nonsense=3", ["--set 'topics.nonsense=3'", "min_cluster_size"]),
+        ("topics.min_cluster=3", ["did you mean 'min_cluster_size'"]),
+        ("topic.min_cluster_size=3", ["did you mean 'topics'"]),
+        ("topics.min_cluster_size=abc", ["--set 'topics.min_cluster_size=abc'", "integer"]),
+    ],
+)
 def test_a_bad_set_names_the_argument_and_a_valid_key(assignment, wanted):
     with pytest.raises(ConfigError) as e:
         load_config(None, [assignment])
@@ -65,8 +70,11 @@ def test_help_names_every_command():
 
 
 def test_describe_lists_every_file_a_run_writes(sample_run):
-    written = {p.relative_to(sample_run).as_posix() for p in sample_run.rglob("*")
-               if p.is_file() and "_stages" not in p.parts and not p.name.startswith(".")}
+    written = {
+        p.relative_to(sample_run).as_posix()
+        for p in sample_run.rglob("*")
+        if p.is_file() and "_stages" not in p.parts and not p.name.startswith(".")
+    }
     listed = {f.split(" ")[0] for f in OUTPUT_FILES}
     assert written <= listed, written - listed
     described = run_cli("describe").stdout

@@ -1,4 +1,5 @@
 """End to end, on the real models: the seed thread, the bundled sample, mixed inputs, bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,6 @@ import pytest
 from conftest import PROJECT, SAMPLE, SEED, run_cli, run_pipeline, seed_comments, write_jsonl
 from pipeline.stages.export import CONTRACT
 
-
-
 run = run_pipeline
 
 
@@ -19,8 +18,7 @@ def seed_run(tmp_path_factory):
     if not SEED.exists():
         pytest.skip(f"needs ../shared data: {SEED} is absent")
     tmp = tmp_path_factory.mktemp("seed")
-    src = write_jsonl(tmp / "seed.jsonl", [{"comment_id": f"c{n:02d}", "text": t}
-                                            for n, t in enumerate(seed_comments(), 1)])
+    src = write_jsonl(tmp / "seed.jsonl", [{"comment_id": f"c{n:02d}", "text": t} for n, t in enumerate(seed_comments(), 1)])
     out = tmp / "run"
     result = run_cli("run", "--input", str(src), "--output", str(out))
     assert result.returncode == 0, result.stderr
@@ -72,17 +70,14 @@ def test_rerun_reuses_stages_and_a_topic_change_reruns_only_topics(seed_run, tmp
     first = run([src], out)
     before = pl.read_parquet(out / "comments.parquet")
     again = run([src], out)
-    assert {s["name"]: s["status"] for s in again["stages"][:-1]} == dict.fromkeys(
-        ["ingest", "embed", "dedup", "topics", "flag"], "cached")
+    assert {s["name"]: s["status"] for s in again["stages"][:-1]} == dict.fromkeys(["ingest", "embed", "dedup", "topics", "flag"], "cached")
     assert pl.read_parquet(out / "comments.parquet").equals(before)
     changed = run([src], out, "topics.min_cluster_size=6")
     status = {s["name"]: s["status"] for s in changed["stages"]}
-    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "ran",
-                      "flag": "cached", "export": "ran"}
+    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "ran", "flag": "cached", "export": "ran"}
     threshold = run([src], out, "topics.min_cluster_size=6", "flag.threshold_abuse=0.3")
     status = {s["name"]: s["status"] for s in threshold["stages"]}
-    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "cached",
-                      "flag": "ran", "export": "ran"}
+    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "cached", "flag": "ran", "export": "ran"}
     assert first["stages"][1]["facts"]["distinct_texts"] == 78  # 13 and 18 differ by a character
 
 
@@ -102,8 +97,9 @@ def test_bundled_sample_several_formats_and_generated_ids(tmp_path):
     thread = tmp_path / "thread.txt"
     thread.write_text("一篇文章的正文。\n![](http://example.com/x.jpg)\n文章评论一\n文章评论二\n", encoding="utf-8")
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"comment_id": "b1", "text": "ok"}\n{oops\n{"comment_id": "b3", "text": ""}\n'
-                    b'{"comment_id": "b1", "text": "same id again"}\n')
+    bad.write_bytes(
+        b'{"comment_id": "b1", "text": "ok"}\n{oops\n{"comment_id": "b3", "text": ""}\n{"comment_id": "b1", "text": "same id again"}\n'
+    )
     out = tmp_path / "run"
     m = run([SAMPLE, thread, bad], out)
     c = pl.read_parquet(out / "comments.parquet")
@@ -159,9 +155,14 @@ def test_state_dir_carries_groups_to_the_next_batch(tmp_path):
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     day1 = write_jsonl(tmp_path / "day1.jsonl", rows[:20])
     # Day two: new comments plus fresh copies of day one's ad campaign, one with another homophone.
-    day2 = write_jsonl(tmp_path / "day2.jsonl", rows[20:] + [
-        {"comment_id": "n1", "text": "兼职日结,在家动动手指月入过万,加威信了解"},
-        {"comment_id": "n2", "text": "兼 职 日 结,在家动动手指月入过万,加vx了解"}])
+    day2 = write_jsonl(
+        tmp_path / "day2.jsonl",
+        rows[20:]
+        + [
+            {"comment_id": "n1", "text": "兼职日结,在家动动手指月入过万,加威信了解"},
+            {"comment_id": "n2", "text": "兼 职 日 结,在家动动手指月入过万,加vx了解"},
+        ],
+    )
     state = tmp_path / "state"
     run([day1], tmp_path / "out1", f"run.state_dir={state}")
     second = run([day2], tmp_path / "out2", f"run.state_dir={state}")
@@ -182,8 +183,13 @@ def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finish
     import time
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--output", str(out)],
-                            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "--input", str(SAMPLE), "--output", str(out)],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     # Kill it as soon as a stage result is on disk: mid-run, with later stages still to come.
     while time.time() < deadline and not list((out / "_stages").glob("*.json")):
@@ -201,15 +207,36 @@ def test_a_run_killed_with_sigkill_leaves_readable_files_and_the_next_run_finish
 
 
 THEMES = {
-    "food": ["这家火锅店的毛肚很新鲜,汤底也香", "楼下新开的面馆牛肉面分量足", "周末去吃了烤鸭,皮脆肉嫩",
-             "这家奶茶太甜了,下次要少糖", "小龙虾麻辣味的最好吃", "早餐店的豆浆油条很地道",
-             "川菜馆的水煮鱼辣得过瘾", "外卖的饺子皮太厚了,馅很少"],
-    "football": ["昨晚的比赛前锋连进两球太精彩了", "门将扑出点球,全场沸腾", "主教练换人太晚,输球了",
-                 "这个赛季联赛积分榜竞争激烈", "中场组织太差,传球总是失误", "客场逼平强队已经不错了",
-                 "裁判吹了一个有争议的点球", "后卫防守站位失误丢了球"],
-    "phones": ["新手机的电池续航一整天没问题", "这款手机拍照夜景效果很好", "系统更新以后手机发热严重",
-               "屏幕刷新率高,打游戏很流畅", "充电速度快,半小时充满", "手机信号在电梯里很差",
-               "摄像头升级了,人像模式更自然", "这个价位的手机性价比很高"],
+    "food": [
+        "这家火锅店的毛肚很新鲜,汤底也香",
+        "楼下新开的面馆牛肉面分量足",
+        "周末去吃了烤鸭,皮脆肉嫩",
+        "这家奶茶太甜了,下次要少糖",
+        "小龙虾麻辣味的最好吃",
+        "早餐店的豆浆油条很地道",
+        "川菜馆的水煮鱼辣得过瘾",
+        "外卖的饺子皮太厚了,馅很少",
+    ],
+    "football": [
+        "昨晚的比赛前锋连进两球太精彩了",
+        "门将扑出点球,全场沸腾",
+        "主教练换人太晚,输球了",
+        "这个赛季联赛积分榜竞争激烈",
+        "中场组织太差,传球总是失误",
+        "客场逼平强队已经不错了",
+        "裁判吹了一个有争议的点球",
+        "后卫防守站位失误丢了球",
+    ],
+    "phones": [
+        "新手机的电池续航一整天没问题",
+        "这款手机拍照夜景效果很好",
+        "系统更新以后手机发热严重",
+        "屏幕刷新率高,打游戏很流畅",
+        "充电速度快,半小时充满",
+        "手机信号在电梯里很差",
+        "摄像头升级了,人像模式更自然",
+        "这个价位的手机性价比很高",
+    ],
 }
 
 
@@ -252,8 +279,8 @@ def test_hostile_jsonl_every_line_kept_or_quarantined_with_a_reason(tmp_path):
     lines = [
         b'{"comment_id": "g1", "text": "\xe6\xad\xa3\xe5\xb8\xb8\xe7\x9a\x84\xe8\xaf\x84\xe8\xae\xba"}',  # 正常的评论
         b'{"comment_id": "g2", "text": "hello world"}',
-        b'not json at all',
-        b'[1, 2, 3]',
+        b"not json at all",
+        b"[1, 2, 3]",
         b'"just a string"',
         b'{"comment_id": "n1", "text": 666}',  # a number is a real comment: kept as "666"
         b'{"comment_id": "n2", "text": null}',
@@ -267,7 +294,7 @@ def test_hostile_jsonl_every_line_kept_or_quarantined_with_a_reason(tmp_path):
         b'{"comment_id": "l1", "text": "' + "长".encode() * 50000 + b'"}',
         b'{"comment_id": "d1", "text": "same id once"}',
         b'{"comment_id": "d1", "text": "same id twice"}',
-        b'',
+        b"",
         b'{"comment_id": "t1", "text": true}',
         b'{"comment_id": "w1", "text": "crlf line"}\r',
         b'{"comment_id": "e1", "text": "\xf0\x9f\x98\x82\xf0\x9f\x98\x82"}',

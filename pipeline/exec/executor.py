@@ -11,6 +11,7 @@ fitting, joins) stays in the stage, on the driver.
   actors, each constructing the batch function once; on one machine or a Ray cluster
   (`RAY_ADDRESS`). Output rows keep the input order, so both executors give the same table.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -35,14 +36,16 @@ class LocalExecutor:
     def __init__(self, progress: bool = True):
         self.progress = progress
 
-    def map_batches(self, fn_class: type[BatchFunction], table: pl.DataFrame, *, batch_size: int, desc: str,
-                    **fn_kwargs: Any) -> pl.DataFrame:
+    def map_batches(
+        self, fn_class: type[BatchFunction], table: pl.DataFrame, *, batch_size: int, desc: str, **fn_kwargs: Any
+    ) -> pl.DataFrame:
         if table.height == 0:
             return fn_class(**fn_kwargs)(table)
         fn = fn_class(**fn_kwargs)
         ticks = "tick" in inspect.signature(fn.__call__).parameters
-        parts = [fn(table[part], tick) if ticks else fn(table[part])
-                 for part, tick in chunks(table.height, batch_size, desc, self.progress)]
+        parts = [
+            fn(table[part], tick) if ticks else fn(table[part]) for part, tick in chunks(table.height, batch_size, desc, self.progress)
+        ]
         return pl.concat(parts, how="vertical")
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
 """Progress bars for long stages: rows done and rows/s on stderr, nothing under `--quiet`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -13,8 +14,7 @@ TICK_ROWS = 256
 def chunks(total: int, size: int, desc: str, enabled: bool) -> Iterator[tuple[slice, Callable[[int], None]]]:
     """Slices of `size` rows over `total` rows, each with a `tick(rows)` the caller may call as it
     finishes part of the slice; whatever was not ticked is added when the slice is done."""
-    with tqdm(total=total, desc=desc, unit="rows", disable=not enabled or total == 0,
-              dynamic_ncols=True, mininterval=1.0) as bar:
+    with tqdm(total=total, desc=desc, unit="rows", disable=not enabled or total == 0, dynamic_ncols=True, mininterval=1.0) as bar:
         for start in range(0, total, size):
             part = slice(start, min(start + size, total))
             ticker = _Ticker(bar, part.stop - part.start)

@@ -8,6 +8,7 @@ grouping, union-find, topic fitting, joins) stays in the driver, as in `LocalExe
 Without `run.ray_address` or $RAY_ADDRESS it starts a local Ray on this machine, quietly.
 Install with `pip install -e '.[ray]'`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,7 @@ import polars as pl
 
 # Read when ray is imported or started: no usage-stats prompt, no dashboard logs, no auth token
 # file, no progress bars unless asked for.
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_AUTH_MODE": "disabled",
-             "RAY_DEDUP_LOGS": "0"}
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
 
 log = logging.getLogger("pipeline")
 
@@ -51,15 +51,13 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise RuntimeError("executor 'ray' needs Ray Data: pip install -e '.[ray]' "
-                               "(or run with --executor local)") from None
+            raise RuntimeError("executor 'ray' needs Ray Data: pip install -e '.[ray]' (or run with --executor local)") from None
         self.ray = ray
         self.started_here = not ray.is_initialized()
         if self.started_here:
             # "local" starts a private Ray instead of joining whatever cluster happens to run here.
             address = address or os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False, configure_logging=False)
+            ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=False)
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         from ray.data import DataContext
 
@@ -76,20 +74,24 @@ class RayExecutor:
         self.actors = min(actors or cpus, cpus)
         log.info("ray: %d actors per map stage (%s)", self.actors, address or "local Ray")
 
-    def map_batches(self, fn_class: type, table: pl.DataFrame, *, batch_size: int, desc: str,
-                    **fn_kwargs: Any) -> pl.DataFrame:
+    def map_batches(self, fn_class: type, table: pl.DataFrame, *, batch_size: int, desc: str, **fn_kwargs: Any) -> pl.DataFrame:
         if table.height == 0:
             return fn_class(**fn_kwargs)(table)
         import pyarrow as pa
 
         # The local executor's batches exactly: a model's floating-point results can depend on which
         # texts share a padded batch, so other batches could change low bits of the vectors.
-        blocks = [table[i:i + batch_size].to_arrow() for i in range(0, table.height, batch_size)]
+        blocks = [table[i : i + batch_size].to_arrow() for i in range(0, table.height, batch_size)]
         ds = self.ray.data.from_arrow(blocks).map_batches(
-            _Adapter, fn_constructor_kwargs={"fn_class": fn_class, "fn_kwargs": fn_kwargs},
-            compute=self.ray.data.ActorPoolStrategy(size=self.actors), num_cpus=1,
+            _Adapter,
+            fn_constructor_kwargs={"fn_class": fn_class, "fn_kwargs": fn_kwargs},
+            compute=self.ray.data.ActorPoolStrategy(size=self.actors),
+            num_cpus=1,
             # Copies each batch: polars cannot read a sliced fixed-size-list column with nulls.
-            batch_format="pyarrow", batch_size=batch_size, zero_copy_batch=False)
+            batch_format="pyarrow",
+            batch_size=batch_size,
+            zero_copy_batch=False,
+        )
         parts = self.ray.get(ds.to_arrow_refs())
         return pl.from_arrow(pa.concat_tables(parts, promote_options="default"))
 

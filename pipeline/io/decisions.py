@@ -6,6 +6,7 @@ optional `note` and `decided_at`. It applies to every member of the group, in th
 later ones whose comments join the group (the state directory keeps both the groups and the
 decisions). The latest decision on a group wins. Decided groups leave the review queue.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,7 +38,7 @@ def read_file(path: Path, comments: pl.DataFrame | None = None) -> pl.DataFrame:
     except (json.JSONDecodeError, pl.exceptions.PolarsError, UnicodeDecodeError) as e:
         raise InputFileError(f"{path}: cannot read decisions ({e}); export them again from the review page") from None
     group_of = {} if comments is None else dict(zip(comments["comment_id"].to_list(), comments["dup_group"].to_list()))
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out = []
     for n, row in enumerate(rows, 2 if path.suffix.lower() == ".csv" else 1):
         if not isinstance(row, dict):
@@ -48,8 +49,14 @@ def read_file(path: Path, comments: pl.DataFrame | None = None) -> pl.DataFrame:
         group = row.get("dup_group") or group_of.get(str(row.get("comment_id") or ""))
         if not group:
             raise InputFileError(f"{path}: row {n}: no dup_group, and comment_id {row.get('comment_id')!r} is not in this run")
-        out.append({"dup_group": str(group), "decision": decision, "decision_note": (row.get("note") or row.get("decision_note") or None),
-                    "decided_at": str(row.get("decided_at") or now)})
+        out.append(
+            {
+                "dup_group": str(group),
+                "decision": decision,
+                "decision_note": (row.get("note") or row.get("decision_note") or None),
+                "decided_at": str(row.get("decided_at") or now),
+            }
+        )
     return pl.DataFrame(out, schema=SCHEMA)
 
 
@@ -59,5 +66,4 @@ def merge(*tables: pl.DataFrame | None) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema=SCHEMA)
     both = pl.concat(parts).with_row_index("_order")
-    return (both.sort(["decided_at", "_order"]).group_by("dup_group", maintain_order=True).last()
-            .sort("dup_group").drop("_order"))
+    return both.sort(["decided_at", "_order"]).group_by("dup_group", maintain_order=True).last().sort("dup_group").drop("_order")

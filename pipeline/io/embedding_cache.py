@@ -3,6 +3,7 @@
 Content-addressed, so one cache can be shared by every run and batch on a machine. Each write is
 a new parquet shard written atomically; a killed run loses at most the shard it was writing.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,7 @@ class EmbeddingCache:
         if not shards or not hashes:
             return {}
         wanted = pl.Series(hashes, dtype=pl.UInt64)
-        found = (pl.scan_parquet(shards).filter(pl.col("text_hash").is_in(wanted.implode()))
-                 .unique("text_hash", keep="first").collect())
+        found = pl.scan_parquet(shards).filter(pl.col("text_hash").is_in(wanted.implode())).unique("text_hash", keep="first").collect()
         if found.height == 0:
             return {}
         vectors = found["vector"].to_numpy()
@@ -39,6 +39,5 @@ class EmbeddingCache:
     def store(self, hashes: list[int], vectors: np.ndarray) -> None:
         if not hashes:
             return
-        table = pl.DataFrame({"text_hash": pl.Series(hashes, dtype=pl.UInt64),
-                              "vector": vectors.astype(np.float32)})
+        table = pl.DataFrame({"text_hash": pl.Series(hashes, dtype=pl.UInt64), "vector": vectors.astype(np.float32)})
         atomic_write_parquet(table, self.dir / f"shard-{uuid.uuid4().hex}.parquet")

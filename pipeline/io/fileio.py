@@ -1,15 +1,16 @@
 """Atomic writes: a file appears complete under its name, or not at all (kill -9 safe)."""
+
 from __future__ import annotations
 
 import hashlib
-
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 

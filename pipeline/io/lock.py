@@ -2,6 +2,7 @@
 
 A lock whose process no longer exists (a killed run) is stale and taken over, with a warning.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ class DirectoryLock:
     def __init__(self, directory: Path):
         self.path = directory / ".lock"
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
         for _ in range(2):
             try:
@@ -53,11 +54,10 @@ class DirectoryLock:
         pid, host = owner.get("pid"), owner.get("host")
         if isinstance(pid, int) and host == socket.gethostname() and _alive(pid):
             raise LockedError(
-                f"{self.path.parent} is in use by another run (pid {pid}); wait for it to finish, "
-                f"or use another --output directory")
+                f"{self.path.parent} is in use by another run (pid {pid}); wait for it to finish, or use another --output directory"
+            )
         if isinstance(pid, int) and host not in (None, socket.gethostname()):
-            raise LockedError(f"{self.path.parent} is locked by a run on host {host} (pid {pid}); "
-                              f"if that run is dead, delete {self.path}")
+            raise LockedError(f"{self.path.parent} is locked by a run on host {host} (pid {pid}); if that run is dead, delete {self.path}")
         log.warning("removing stale lock %s (pid %s is gone)", self.path, pid)
         self.path.unlink(missing_ok=True)
         return True

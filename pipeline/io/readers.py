@@ -4,6 +4,7 @@ Every input row becomes exactly one raw row, readable or not: a row that cannot 
 its file and line number and a `read_error`, so the ingest stage can quarantine it instead of
 losing it. Only a file that cannot be opened at all stops the run (`InputFileError`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,23 +12,21 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
-SUPPORTED = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-             ".parquet": "parquet", ".txt": "txt"}
-RAW_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "raw_id": pl.String,
-              "raw_text": pl.String, "read_error": pl.String}
+SUPPORTED = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "txt"}
+RAW_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "raw_id": pl.String, "raw_text": pl.String, "read_error": pl.String}
 
 
 class InputFileError(Exception):
     """An input file that cannot be read at all; the message names the file and what to do."""
 
 
-def read_inputs(paths: list[Path], id_column: str, text_column: str,
-                thread_comments_start: int | None = None) -> pl.DataFrame:
+def read_inputs(paths: list[Path], id_column: str, text_column: str, thread_comments_start: int | None = None) -> pl.DataFrame:
     frames = [read_one(p, id_column, text_column, thread_comments_start) for p in paths]
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
 
@@ -61,8 +60,7 @@ def read_one(path: Path, id_column: str, text_column: str, thread_comments_start
                 rows = list(_thread_rows(data, thread_comments_start))
     except OSError as e:
         raise InputFileError(f"{path}: cannot read ({e.strerror or e}); check permissions") from None
-    return pl.DataFrame(
-        [(str(path), n, i, t, err) for n, i, t, err in rows], schema=RAW_SCHEMA, orient="row")
+    return pl.DataFrame([(str(path), n, i, t, err) for n, i, t, err in rows], schema=RAW_SCHEMA, orient="row")
 
 
 def _as_text(value: Any) -> tuple[str | None, str | None]:
@@ -130,7 +128,8 @@ def _csv_rows(path: Path, data: bytes, id_column: str, text_column: str, delimit
     if text_column not in header:
         raise InputFileError(
             f"{path}: no {text_column!r} column (columns: {', '.join(header)}); "
-            f"set ingest.text_column, e.g. --set ingest.text_column={header[-1]}")
+            f"set ingest.text_column, e.g. --set ingest.text_column={header[-1]}"
+        )
     ti, ii = header.index(text_column), header.index(id_column) if id_column in header else None
     for record in reader:
         n = reader.line_num  # line where this record ends: what a spreadsheet user can find

@@ -8,6 +8,7 @@ real platforms see, each with hard negatives that share its vocabulary).
 Saved as JSON (weights) and parquet (the conspiracy examples with their vectors, so a flag can
 show the nearest labelled example); no pickle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,9 @@ MODEL_FILE, EXAMPLES_FILE = "head.json", "examples.parquet"
 
 
 class ConspiracyHead:
-    def __init__(self, coef: np.ndarray, intercept: float, embed_model: str, examples: list[str],
-                 example_vectors: np.ndarray, version: str):
+    def __init__(
+        self, coef: np.ndarray, intercept: float, embed_model: str, examples: list[str], example_vectors: np.ndarray, version: str
+    ):
         self.coef, self.intercept, self.embed_model = coef, intercept, embed_model
         self.examples, self.example_vectors, self.version = examples, example_vectors, version
 
@@ -32,9 +34,14 @@ class ConspiracyHead:
         raw = (model_dir / MODEL_FILE).read_bytes()
         meta = json.loads(raw)
         ex = pl.read_parquet(model_dir / EXAMPLES_FILE)
-        return cls(np.asarray(meta["coef"], dtype=np.float64), float(meta["intercept"]), meta["embed_model"],
-                   ex["text"].to_list(), ex["vector"].to_numpy().astype(np.float32),
-                   hashlib.sha256(raw).hexdigest()[:12])
+        return cls(
+            np.asarray(meta["coef"], dtype=np.float64),
+            float(meta["intercept"]),
+            meta["embed_model"],
+            ex["text"].to_list(),
+            ex["vector"].to_numpy().astype(np.float32),
+            hashlib.sha256(raw).hexdigest()[:12],
+        )
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         return expit(vectors.astype(np.float64) @ self.coef + self.intercept)

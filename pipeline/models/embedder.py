@@ -4,6 +4,7 @@ examples in the fast mode) load it through here, once per process, and get the s
 e5 (multilingual-e5-small, rebuilt offline by pipeline/models/e5_model.py) or the static model
 distilled from it (pipeline/models/static_model.py); both give unit-length float32 vectors.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,14 +94,17 @@ def _forward(model, texts: list[str], cfg: EmbedConfig):
             while stop < len(order) and stop - start < cfg.batch_size and padded[order[stop]] == width:
                 stop += 1
             idx = order[start:stop]
-            features = tokenizer([(prompt + texts[i]).strip() for i in idx], padding="max_length", truncation=True,
-                                 max_length=int(width), return_tensors="pt")
+            features = tokenizer(
+                [(prompt + texts[i]).strip() for i in idx],
+                padding="max_length",
+                truncation=True,
+                max_length=int(width),
+                return_tensors="pt",
+            )
             out = model(dict(features))
             out["sentence_embedding"] = torch.nn.functional.normalize(out["sentence_embedding"], p=2, dim=1).numpy()
             yield idx, features, out
             start = stop
-
-
 
 
 class Embedder:

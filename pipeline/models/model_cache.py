@@ -5,6 +5,7 @@ into a temp dir that is renamed into place when finished, so a reader sees eithe
 whole folder; a file lock makes a second process wait for the first build instead of doing its
 own; what a killed build left behind is cleared before the next one starts.
 """
+
 from __future__ import annotations
 
 import fcntl

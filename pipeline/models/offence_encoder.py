@@ -16,6 +16,7 @@ This module needs torch, numpy and safetensors only at import (no polars; the re
 it is used), so training can run on a bare GPU machine from a token bundle
 (pipeline/training/gpu_bundle.py, pipeline/training/gpu_train.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,6 +34,7 @@ EXTRA_WEIGHTS_FILE = "extra_layers.safetensors"
 
 
 # ------------------------------------------------------------------------------------ the models
+
 
 def lora_deltas(state: dict[str, torch.Tensor], r: int, alpha: float) -> dict[str, torch.Tensor]:
     """{linear module name: B @ A * alpha/r} from a trained LoRA state (names as in the base model)."""
@@ -145,32 +147,32 @@ class ExtraLayersClassifier(nn.Module):
 
 # ----------------------------------------------- batches and predictions (training uses them too)
 
+
 def pad_batch(seqs: list[np.ndarray], pad_id: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), width), dtype=np.int64)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = s
-        mask[i, :len(s)] = 1
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def predict_logits(model: OffenceClassifier, seqs: list[np.ndarray], device: str, batch_size: int = 128,
-                   pad_id: int = 1) -> np.ndarray:
+def predict_logits(model: OffenceClassifier, seqs: list[np.ndarray], device: str, batch_size: int = 128, pad_id: int = 1) -> np.ndarray:
     model.eval()
     order = np.argsort([len(s) for s in seqs])  # similar lengths together: less padding
     out = np.zeros(len(seqs), dtype=np.float32)
-    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                                         enabled=device.startswith("cuda")):
+    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
         for start in range(0, len(seqs), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
             out[idx] = model(ids.to(device), mask.to(device)).float().cpu().numpy()
     return out
 
 
-def e5_states(bert: nn.Module, seqs: list[np.ndarray], device: str, batch_size: int = 256, pad_id: int = 1,
-              dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
+def e5_states(
+    bert: nn.Module, seqs: list[np.ndarray], device: str, batch_size: int = 256, pad_id: int = 1, dtype: torch.dtype = torch.float16
+) -> list[torch.Tensor]:
     """e5's last hidden states of each sequence, (len, hidden) in `dtype` on `device`. Computed in
     float32 (e5 is frozen, so once per text is enough for every epoch and every variant)."""
     bert.eval().to(device)
@@ -178,11 +180,11 @@ def e5_states(bert: nn.Module, seqs: list[np.ndarray], device: str, batch_size: 
     out: list[torch.Tensor | None] = [None] * len(seqs)
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
             states = bert(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.to(dtype)
             for row, i in enumerate(idx):
-                out[i] = states[row, :len(seqs[i])].clone()
+                out[i] = states[row, : len(seqs[i])].clone()
     return out
 
 
@@ -194,15 +196,13 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return padded, mask
 
 
-def predict_logits_from_states(model: ExtraLayersClassifier, states: list[torch.Tensor], device: str,
-                               batch_size: int = 256) -> np.ndarray:
+def predict_logits_from_states(model: ExtraLayersClassifier, states: list[torch.Tensor], device: str, batch_size: int = 256) -> np.ndarray:
     model.eval()
     order = np.argsort([len(s) for s in states])
     out = np.zeros(len(states), dtype=np.float32)
-    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                                         enabled=device.startswith("cuda")):
+    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
         for start in range(0, len(states), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             x, mask = pad_states([states[i].to(device) for i in idx])
             out[idx] = model.forward_states(x, mask).float().cpu().numpy()
     return out
@@ -210,13 +210,13 @@ def predict_logits_from_states(model: ExtraLayersClassifier, states: list[torch.
 
 # ----------------------------------------------------------------------------- the shipped model
 
+
 class OffenceEncoder:
     """The shipped classifier: the rebuilt e5 model with its top layers replaced, and the head
     (kinds "top" and "lora"); or, kind "extra", new layers and the head on top of the unchanged e5,
     which can score the embed stage's e5 token states (`logits_from_states`) without a second pass."""
 
-    def __init__(self, model: OffenceClassifier | ExtraLayersClassifier, tokenizer, meta: dict, version: str,
-                 base_dir: Path | None = None):
+    def __init__(self, model: OffenceClassifier | ExtraLayersClassifier, tokenizer, meta: dict, version: str, base_dir: Path | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.meta = meta
@@ -236,8 +236,10 @@ class OffenceEncoder:
 
         meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
         if meta.get("base_model") != e5_model.MODEL_ID:
-            raise ValueError(f"{model_dir}: trained on {meta.get('base_model')}, but this project builds "
-                             f"{e5_model.MODEL_ID}; retrain with `python -m pipeline train-flags --encoder`")
+            raise ValueError(
+                f"{model_dir}: trained on {meta.get('base_model')}, but this project builds "
+                f"{e5_model.MODEL_ID}; retrain with `python -m pipeline train-flags --encoder`"
+            )
         base_dir = e5_model.ensure_model(e5_cache_dir, progress=False)
         if meta["kind"] == "extra":
             return cls._load_extra(model_dir, meta, base_dir)
@@ -290,28 +292,31 @@ class OffenceEncoder:
         seqs = [np.asarray(s, dtype=np.int64) for s in ids]
         return predict_logits(self.model, seqs, "cpu", batch_size=batch_size, pad_id=self.tokenizer.pad_token_id)
 
-    def logits_from_states(self, token_states: torch.Tensor, attention_mask: torch.Tensor,
-                           batch_size: int = 256) -> np.ndarray:
+    def logits_from_states(self, token_states: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """Float32 logits (one per row) from e5's final token states: `token_states` (B, L, 384), any
         float dtype and device, as sentence-transformers' `token_embeddings` of "query: " + text_norm
         (up to `max_tokens` = 256 tokens, the embed stage's default); `attention_mask` (B, L), 1 for real
         tokens, 0 for padding. Kind "extra" only: the other kinds change e5's own layers."""
         if self.meta["kind"] != "extra":
-            raise ValueError(f"logits_from_states needs an offence encoder of kind 'extra' "
-                             f"(models/offence_encoder_extra); this one is kind '{self.meta['kind']}', whose "
-                             f"layers differ from e5's, so it must read the texts: use logits(texts_norm)")
+            raise ValueError(
+                f"logits_from_states needs an offence encoder of kind 'extra' "
+                f"(models/offence_encoder_extra); this one is kind '{self.meta['kind']}', whose "
+                f"layers differ from e5's, so it must read the texts: use logits(texts_norm)"
+            )
         hidden = self.model.config.hidden_size
         if token_states.ndim != 3 or token_states.shape[-1] != hidden or tuple(attention_mask.shape) != tuple(token_states.shape[:2]):
-            raise ValueError(f"expected token_states (B, L, {hidden}) and attention_mask (B, L), got "
-                             f"{tuple(token_states.shape)} and {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"expected token_states (B, L, {hidden}) and attention_mask (B, L), got "
+                f"{tuple(token_states.shape)} and {tuple(attention_mask.shape)}"
+            )
         out = np.zeros(token_states.shape[0], dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, token_states.shape[0], batch_size):
-                mask = attention_mask[start:start + batch_size].to("cpu", torch.int64)
+                mask = attention_mask[start : start + batch_size].to("cpu", torch.int64)
                 used = torch.nonzero(mask.any(0))
                 width = int(used[-1]) + 1 if len(used) else 1  # drop padding columns no row of this chunk uses
-                states = token_states[start:start + batch_size, :width].to("cpu", torch.float32)
-                out[start:start + len(mask)] = self.model.forward_states(states, mask[:, :width]).numpy()
+                states = token_states[start : start + batch_size, :width].to("cpu", torch.float32)
+                out[start : start + len(mask)] = self.model.forward_states(states, mask[:, :width]).numpy()
         return out
 
     def predict_proba(self, texts_norm: list[str]) -> np.ndarray:

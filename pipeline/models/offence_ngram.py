@@ -13,6 +13,7 @@ Saved format (no pickle, so a model outlives library upgrades):
 Prediction recomputes TF-IDF from those numbers (counts -> 1 + log -> x idf -> L2 norm), which is
 exactly what sklearn's TfidfVectorizer does, so a loaded model scores like the one that was saved.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,9 +87,18 @@ class CharNgramCounter:
 class OffenceModel:
     """A loaded offence model. Inputs are normalised texts (the `text_norm` column)."""
 
-    def __init__(self, terms: list[str], idf: np.ndarray, coef: np.ndarray, intercept: float,
-                 ngram_range: tuple[int, int], lowercase: bool, threshold: float, version: str,
-                 train_positive_rate: float):
+    def __init__(
+        self,
+        terms: list[str],
+        idf: np.ndarray,
+        coef: np.ndarray,
+        intercept: float,
+        ngram_range: tuple[int, int],
+        lowercase: bool,
+        threshold: float,
+        version: str,
+        train_positive_rate: float,
+    ):
         self.terms = terms
         self.train_positive_rate = train_positive_rate
         self.idf = idf
@@ -111,16 +121,18 @@ class OffenceModel:
         if file_sha256(vocab_path) != meta["features"]["sha256"]:
             raise ValueError(f"{vocab_path} does not match the sha256 in {MODEL_FILE}")
         table = pq.read_table(vocab_path)
-        return cls(terms=table["term"].to_pylist(),
-                   idf=table["idf"].to_numpy().astype(np.float64),
-                   coef=table["coef"].to_numpy().astype(np.float64),
-                   intercept=float(meta["intercept"]),
-                   ngram_range=tuple(meta["ngram_range"]),
-                   lowercase=bool(meta["lowercase"]),
-                   threshold=float(meta["threshold"]),
-                   train_positive_rate=float(meta["train_positive_rate"]),
-                   # model.json holds the vocab's sha256, so its own hash names the whole model.
-                   version=hashlib.sha256(raw).hexdigest()[:12])
+        return cls(
+            terms=table["term"].to_pylist(),
+            idf=table["idf"].to_numpy().astype(np.float64),
+            coef=table["coef"].to_numpy().astype(np.float64),
+            intercept=float(meta["intercept"]),
+            ngram_range=tuple(meta["ngram_range"]),
+            lowercase=bool(meta["lowercase"]),
+            threshold=float(meta["threshold"]),
+            train_positive_rate=float(meta["train_positive_rate"]),
+            # model.json holds the vocab's sha256, so its own hash names the whole model.
+            version=hashlib.sha256(raw).hexdigest()[:12],
+        )
 
     def tfidf(self, texts_norm: list[str]):
         """The TF-IDF rows of the texts, for `decision_function` and `top_terms_many` to share."""
@@ -158,9 +170,9 @@ class OffenceModel:
                 return []
             X = self._tfidf(texts_norm)
         out = []
-        for r in (range(X.shape[0]) if rows is None else rows):
-            indices = X.indices[X.indptr[r]:X.indptr[r + 1]]
-            contrib = X.data[X.indptr[r]:X.indptr[r + 1]] * self.coef[indices]
+        for r in range(X.shape[0]) if rows is None else rows:
+            indices = X.indices[X.indptr[r] : X.indptr[r + 1]]
+            contrib = X.data[X.indptr[r] : X.indptr[r + 1]] * self.coef[indices]
             order = sorted(range(len(contrib)), key=lambda i: (-contrib[i], self.terms[indices[i]]))
             terms: list[tuple[str, float]] = []
             for i in order:

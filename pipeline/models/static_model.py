@@ -6,6 +6,7 @@ mean of its pieces' vectors: no transformer at run time, ~100x faster, less accu
 "Running at scale"). It is built by this project's own code from e5 (no download), once per
 machine, into the model cache next to e5: `python -m pipeline distill-static`, or on first use.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,7 @@ def model_dir(cache_dir: Path | None = None) -> Path:
 def is_complete(folder: Path) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        return marker.get("model_id") == MODEL_ID and all(
-            (folder / name).stat().st_size == size for name, size in marker["files"].items())
+        return marker.get("model_id") == MODEL_ID and all((folder / name).stat().st_size == size for name, size in marker["files"].items())
     except (OSError, ValueError, KeyError, AttributeError):
         return False
 
@@ -46,8 +46,7 @@ def ensure_model(cache_dir: Path | None = None, progress: bool = True) -> Path:
     final = model_dir(cache_dir)
 
     def build(tmp: Path) -> None:
-        log.warning("distilling the static embedding model from e5 into %s (once per machine; about "
-                    "10 minutes on 2 cores)", final)
+        log.warning("distilling the static embedding model from e5 into %s (once per machine; about 10 minutes on 2 cores)", final)
         start = time.monotonic()
         distill(e5_model.ensure_model(cache_dir, progress), tmp, progress)
         log.warning("distilled %s in %.0f s", final, time.monotonic() - start)
@@ -61,8 +60,9 @@ def distill(e5_dir: Path, out: Path, progress: bool = True) -> None:
     try:
         from model2vec.distill import distill_from_model
     except ImportError:
-        raise RuntimeError(f"the fast embedding model needs model2vec[distill]=={M2V_VERSION}: "
-                           "pip install -e . (it is a dependency)") from None
+        raise RuntimeError(
+            f"the fast embedding model needs model2vec[distill]=={M2V_VERSION}: pip install -e . (it is a dependency)"
+        ) from None
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -79,8 +79,7 @@ def distill(e5_dir: Path, out: Path, progress: bool = True) -> None:
     if not np.array_equal(StaticModel.from_pretrained(str(out)).embedding, static.embedding):
         raise RuntimeError(f"{out}: the saved static model does not reload to the distilled vectors")
     files = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
-    (out / MARKER).write_text(json.dumps({"model_id": MODEL_ID, "source": str(e5_dir), "files": files}, indent=1),
-                              encoding="utf-8")
+    (out / MARKER).write_text(json.dumps({"model_id": MODEL_ID, "source": str(e5_dir), "files": files}, indent=1), encoding="utf-8")
 
 
 class StaticEncoder:
@@ -95,8 +94,9 @@ class StaticEncoder:
     def encode(self, texts: list[str], batch_size: int = 1024, **_ignored) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        vectors = self.model.encode(texts, batch_size=max(batch_size, 1024), show_progress_bar=False,
-                                    use_multiprocessing=False).astype(np.float32)
+        vectors = self.model.encode(texts, batch_size=max(batch_size, 1024), show_progress_bar=False, use_multiprocessing=False).astype(
+            np.float32
+        )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 

@@ -6,6 +6,7 @@ recomputing anything. Plots are plotly figures with plotly.js inlined (no networ
 Jinja2 template (pipeline/resources/report.html.j2) with the queue as embedded JSON that the page
 filters, searches and renders in slices, and decisions the moderator exports as CSV.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ def map_points(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T
     xy *= np.sign(vt[:2].sum(axis=1))  # SVD's sign is arbitrary: fix it so reruns draw the same map
-    return pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "topic_id": reps["topic_id"],
-                         "dup_group_size": reps["dup_group_size"], "text": reps["text"].str.slice(0, 80)})
+    return pl.DataFrame(
+        {
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "topic_id": reps["topic_id"],
+            "dup_group_size": reps["dup_group_size"],
+            "text": reps["text"].str.slice(0, 80),
+        }
+    )
 
 
 def _figures(comments: pl.DataFrame, topics: pl.DataFrame, points: pl.DataFrame | None) -> dict[str, str]:
@@ -49,21 +57,35 @@ def _figures(comments: pl.DataFrame, topics: pl.DataFrame, points: pl.DataFrame 
     figs["topic_sizes"].update_layout(title="Topics by number of comments", yaxis={"autorange": "reversed"})
     by_topic = comments.group_by("topic_id").agg([pl.col(f"flag_{c}").sum() for c in CATEGORIES])
     by_topic = named.select("topic_id").join(by_topic, on="topic_id", how="left")
-    figs["flags_per_topic"] = go.Figure([go.Bar(name=c, x=by_topic[f"flag_{c}"].to_list(), y=names, orientation="h")
-                                         for c in CATEGORIES])
+    figs["flags_per_topic"] = go.Figure([go.Bar(name=c, x=by_topic[f"flag_{c}"].to_list(), y=names, orientation="h") for c in CATEGORIES])
     figs["flags_per_topic"].update_layout(title="Flagged comments per topic", barmode="stack", yaxis={"autorange": "reversed"})
-    groups = (comments.group_by("dup_group").agg(pl.len().alias("n"), pl.col("text").first())
-              .filter(pl.col("n") > 1).sort(["n", "dup_group"], descending=[True, False]).head(15))
+    groups = (
+        comments.group_by("dup_group")
+        .agg(pl.len().alias("n"), pl.col("text").first())
+        .filter(pl.col("n") > 1)
+        .sort(["n", "dup_group"], descending=[True, False])
+        .head(15)
+    )
     figs["campaigns"] = go.Figure(go.Bar(x=groups["n"].to_list(), y=[t[:30] for t in groups["text"].to_list()], orientation="h"))
     figs["campaigns"].update_layout(title="Largest duplicate campaigns (copies)", yaxis={"autorange": "reversed"})
-    figs["scores"] = go.Figure([go.Histogram(x=comments[f"score_{c}"].to_list(), name=c, opacity=0.6, nbinsx=20)
-                                for c in CATEGORIES])
+    figs["scores"] = go.Figure([go.Histogram(x=comments[f"score_{c}"].to_list(), name=c, opacity=0.6, nbinsx=20) for c in CATEGORIES])
     figs["scores"].update_layout(title="Score distributions", barmode="overlay", yaxis={"type": "log"})
     if points is not None and points.height:
-        figs["map"] = go.Figure(go.Scattergl(
-            x=points["x"].to_list(), y=points["y"].to_list(), mode="markers", text=points["text"].to_list(),
-            marker={"color": points["topic_id"].to_list(), "colorscale": "Turbo", "size": 6, "showscale": True,
-                    "colorbar": {"title": "topic"}}))
+        figs["map"] = go.Figure(
+            go.Scattergl(
+                x=points["x"].to_list(),
+                y=points["y"].to_list(),
+                mode="markers",
+                text=points["text"].to_list(),
+                marker={
+                    "color": points["topic_id"].to_list(),
+                    "colorscale": "Turbo",
+                    "size": 6,
+                    "showscale": True,
+                    "colorbar": {"title": "topic"},
+                },
+            )
+        )
         figs["map"].update_layout(title="Map of comments (first two principal components of the embeddings), coloured by topic")
     for f in figs.values():
         f.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=420, template="plotly_white")
@@ -74,12 +96,23 @@ def queue_records(queue: pl.DataFrame) -> list[dict]:
     rows = []
     for r in queue.iter_rows(named=True):
         members = r["member_ids"]
-        rows.append({
-            "rank": r["rank"], "group": r["dup_group"], "size": r["dup_group_size"], "priority": r["review_priority"],
-            "text": r["representative_text"], "rep": r["representative_id"], "members": members[:MEMBERS_SHOWN],
-            "more_members": max(0, len(members) - MEMBERS_SHOWN), "categories": r["flagged_categories"],
-            "scores": {c: round(r[f"score_{c}"], 3) for c in CATEGORIES}, "evidence": r["evidence"],
-            "topic": r["topic_id"], "topic_label": r["topic_label"]})
+        rows.append(
+            {
+                "rank": r["rank"],
+                "group": r["dup_group"],
+                "size": r["dup_group_size"],
+                "priority": r["review_priority"],
+                "text": r["representative_text"],
+                "rep": r["representative_id"],
+                "members": members[:MEMBERS_SHOWN],
+                "more_members": max(0, len(members) - MEMBERS_SHOWN),
+                "categories": r["flagged_categories"],
+                "scores": {c: round(r[f"score_{c}"], 3) for c in CATEGORIES},
+                "evidence": r["evidence"],
+                "topic": r["topic_id"],
+                "topic_label": r["topic_label"],
+            }
+        )
     return rows
 
 
@@ -100,14 +133,24 @@ def build(out_dir: Path, manifest: dict | None = None) -> Path:
     map_file = out_dir / "review" / "map.parquet"
     points = pl.read_parquet(map_file) if map_file.exists() else None
     summary = manifest.get("summary") or {
-        "rows_in": comments.height, "kept": comments.height, "dup_groups": comments["dup_group"].n_unique(),
-        "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES}, "review_groups": queue.height}
+        "rows_in": comments.height,
+        "kept": comments.height,
+        "dup_groups": comments["dup_group"].n_unique(),
+        "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES},
+        "review_groups": queue.height,
+    }
     decided = comments.filter(pl.col("decision").is_not_null())["dup_group"].n_unique() if "decision" in comments.columns else 0
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True)
     html = env.get_template(TEMPLATE.name).render(
-        run_id=manifest.get("run_id", out_dir.name), summary=summary, decided=decided, categories=CATEGORIES,
+        run_id=manifest.get("run_id", out_dir.name),
+        summary=summary,
+        decided=decided,
+        categories=CATEGORIES,
         topics=[{"id": t, "label": lab} for t, lab in zip(topics["topic_id"], topics["topic_label"])],
-        queue=queue_records(queue), figures=_figures(comments, topics, points), plotly_js=get_plotlyjs())
+        queue=queue_records(queue),
+        figures=_figures(comments, topics, points),
+        plotly_js=get_plotlyjs(),
+    )
     path = out_dir / "review" / "index.html"
     atomic_write_text(html, path)
     return path

@@ -6,6 +6,7 @@ its representative text, size, score and the evidence), so that a person can mar
 wrong; `--out FILE.csv` writes the same sample with an empty `verdict` column to fill in.
 Reads the run's comments.parquet only (the output contract), so any finished run works.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,11 +22,17 @@ CATEGORIES = ("abuse", "hate", "conspiracy")
 def flagged_groups(comments: pl.DataFrame, category: str) -> pl.DataFrame:
     """One row per duplicate group flagged in `category`: its first member stands for it."""
     flagged = comments.filter(pl.col(f"flag_{category}"))
-    return (flagged.group_by("dup_group", maintain_order=True)
-            .agg(pl.col("comment_id").first(), pl.col("text").first(), pl.len().alias("flagged_copies"),
-                 pl.col(f"score_{category}").max().alias("score"),
-                 pl.col(f"evidence_{category}").first().alias("evidence"))
-            .sort("dup_group"))
+    return (
+        flagged.group_by("dup_group", maintain_order=True)
+        .agg(
+            pl.col("comment_id").first(),
+            pl.col("text").first(),
+            pl.len().alias("flagged_copies"),
+            pl.col(f"score_{category}").max().alias("score"),
+            pl.col(f"evidence_{category}").first().alias("evidence"),
+        )
+        .sort("dup_group")
+    )
 
 
 def sample(run_dir: Path, per_category: int, seed: int, categories: tuple[str, ...] = CATEGORIES) -> pl.DataFrame:
@@ -37,17 +44,33 @@ def sample(run_dir: Path, per_category: int, seed: int, categories: tuple[str, .
     if missing:
         raise InputFileError(f"{path}: no column {missing[0]!r}; is this a comments table of this pipeline?")
     if not all(f"evidence_{cat}" in comments.columns for cat in categories):
-        comments = comments.with_columns([pl.lit([], pl.List(pl.String)).alias(f"evidence_{cat}")
-                                          for cat in categories if f"evidence_{cat}" not in comments.columns])
+        comments = comments.with_columns(
+            [pl.lit([], pl.List(pl.String)).alias(f"evidence_{cat}") for cat in categories if f"evidence_{cat}" not in comments.columns]
+        )
     frames = []
     for cat in categories:
         groups = flagged_groups(comments, cat)
         picked = groups.sample(min(per_category, groups.height), seed=seed, shuffle=True) if groups.height else groups
-        frames.append(picked.with_columns(pl.lit(cat).alias("category"), pl.lit(groups.height).alias("groups_flagged"),
-                                          pl.lit(comments.height).alias("comments_in_run"),
-                                          pl.lit("").alias("verdict")))
-    cols = ["category", "dup_group", "comment_id", "flagged_copies", "score", "text", "evidence",
-            "groups_flagged", "comments_in_run", "verdict"]
+        frames.append(
+            picked.with_columns(
+                pl.lit(cat).alias("category"),
+                pl.lit(groups.height).alias("groups_flagged"),
+                pl.lit(comments.height).alias("comments_in_run"),
+                pl.lit("").alias("verdict"),
+            )
+        )
+    cols = [
+        "category",
+        "dup_group",
+        "comment_id",
+        "flagged_copies",
+        "score",
+        "text",
+        "evidence",
+        "groups_flagged",
+        "comments_in_run",
+        "verdict",
+    ]
     return pl.concat([f.select(cols) for f in frames])
 
 

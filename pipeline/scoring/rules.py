@@ -1,4 +1,5 @@
 """Lexicons and rules the flag stage reads from `models/` (each file says where it came from)."""
+
 from __future__ import annotations
 
 import re
@@ -60,12 +61,13 @@ class Lexicon:
                 if any(term in f for f, _ in found):
                     continue
                 at = sound.find(form)
-                while at >= 0 and (splits_a_word(key, at, at + len(form), self.weights)
-                                   or swaps_in_a_function_word(key[at:at + len(form)], term)):
+                while at >= 0 and (
+                    splits_a_word(key, at, at + len(form), self.weights) or swaps_in_a_function_word(key[at : at + len(form)], term)
+                ):
                     at = sound.find(form, at + 1)
                 # A spelling that is itself a listed term (尼玛) already counted once as written.
-                if at >= 0 and key[at:at + len(form)] not in self.weights:
-                    found.append((f"{term} (as '{key[at:at + len(form)]}')", self.weights[term]))
+                if at >= 0 and key[at : at + len(form)] not in self.weights:
+                    found.append((f"{term} (as '{key[at : at + len(form)]}')", self.weights[term]))
         return found
 
     def matches_many(self, keys: list[str]) -> list[list[tuple[str, float]]]:
@@ -161,8 +163,9 @@ def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
         key = match_key(term.strip())
         if len(key) < 2:
             # Keys fold repeats, so "绿绿" would become "绿" and match every "绿色" and "绿灯".
-            raise ValueError(f"{path}:{n}: {term.strip()!r} matches as {key!r}, a single character that "
-                             f"ordinary words contain; write a longer term")
+            raise ValueError(
+                f"{path}:{n}: {term.strip()!r} matches as {key!r}, a single character that ordinary words contain; write a longer term"
+            )
         weights[key] = value
     by_sound: dict[str, str] = {}
     if match_by_sound:  # several spellings may share a sound: report the surest term
@@ -197,8 +200,15 @@ def load_rules(path: Path) -> list[Rule]:
     rules = []
     for i, r in enumerate(data["rules"]):
         try:
-            rules.append(Rule(r["name"], re.compile(r["pattern"]), float(r["weight"]), r.get("why", ""),
-                              re.compile(r["unless"]) if r.get("unless") else None))
+            rules.append(
+                Rule(
+                    r["name"],
+                    re.compile(r["pattern"]),
+                    float(r["weight"]),
+                    r.get("why", ""),
+                    re.compile(r["unless"]) if r.get("unless") else None,
+                )
+            )
         except (KeyError, re.error) as e:
             raise ValueError(f"{path}: rule #{i + 1} is invalid ({e})") from None
     return rules
@@ -224,7 +234,7 @@ def rule_scores(texts_norm: list[str], models_dir: Path) -> list[dict]:
 
 
 def rule_row(hits: list) -> dict:
-    return {"score_conspiracy": noisy_or([r.weight for r, _ in hits]),
-            "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits]}
-
-
+    return {
+        "score_conspiracy": noisy_or([r.weight for r, _ in hits]),
+        "evidence_conspiracy": [f"rule {r.name} '{span}'" for r, span in hits],
+    }

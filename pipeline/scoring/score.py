@@ -17,6 +17,7 @@ its own pass) and character n-grams (models/offence). It is then recalibrated fr
   alone cannot flag; a rule match, or both models sure, can.
 Lexicons and rules match the dedup key (lower case, no spaces or punctuation) so "傻 逼" is "傻逼".
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -50,8 +51,7 @@ def blend_weights(cfg: FlagConfig, encoder) -> tuple[float, float, float]:
     """(encoder, n-gram, bias): the config's where set, else those fitted with the encoder."""
     fitted = encoder.meta["blend_with_ngram"]
     pick = lambda mine, key: fitted[key] if mine is None else mine  # noqa: E731
-    return (pick(cfg.offence_blend_encoder, "encoder"), pick(cfg.offence_blend_ngram, "ngram"),
-            pick(cfg.offence_blend_bias, "bias"))
+    return (pick(cfg.offence_blend_encoder, "encoder"), pick(cfg.offence_blend_ngram, "ngram"), pick(cfg.offence_blend_bias, "bias"))
 
 
 @lru_cache(maxsize=4)
@@ -75,8 +75,9 @@ def load_resources(models_dir: Path):
     }
 
 
-def offence_probabilities(texts_norm: list[str], cfg: FlagConfig, cache_dir: Path | None,
-                          encoder_logits: np.ndarray | None = None, X=None) -> tuple[np.ndarray, dict]:
+def offence_probabilities(
+    texts_norm: list[str], cfg: FlagConfig, cache_dir: Path | None, encoder_logits: np.ndarray | None = None, X=None
+) -> tuple[np.ndarray, dict]:
     """The blended offence probability, moved from its training prior to the platform's base rate,
     and each model's own probability (for the evidence).
 
@@ -114,8 +115,14 @@ def models_dir_of(cfg: FlagConfig) -> Path:
 EVIDENCE_MIN_SCORE = 0.3
 
 
-def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConfig, cache_dir: Path | None = None,
-                encoder_logits: np.ndarray | None = None, example_vectors: np.ndarray | None = None) -> list[dict]:
+def score_texts(
+    texts_norm: list[str],
+    vectors: np.ndarray | None,
+    cfg: FlagConfig,
+    cache_dir: Path | None = None,
+    encoder_logits: np.ndarray | None = None,
+    example_vectors: np.ndarray | None = None,
+) -> list[dict]:
     """Scores and evidence for each text: {score_abuse, ..., evidence_abuse: [...], ...}.
 
     Everything per text that can run over all texts at once does (the models, Aho-Corasick for the
@@ -134,8 +141,11 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
     head_probs = head.predict_proba(vectors) if same_space and vectors is not None else np.zeros(len(texts_norm))
     ngram_c = res["conspiracy_ngram"]
     X_conspiracy = ngram_c.tfidf(keys) if keys else None
-    ngram_c_probs = expit(logit(np.clip(ngram_c.predict_proba(keys, X_conspiracy), 1e-6, 1 - 1e-6))
-                          + logit(cfg.conspiracy_ngram_prior) - logit(ngram_c.train_positive_rate))
+    ngram_c_probs = expit(
+        logit(np.clip(ngram_c.predict_proba(keys, X_conspiracy), 1e-6, 1 - 1e-6))
+        + logit(cfg.conspiracy_ngram_prior)
+        - logit(ngram_c.train_positive_rate)
+    )
     wordlike = [bool(WORDLIKE.search(k)) for k in keys]
     # Punctuation-, emoji- or digit-only comments say nothing the model can judge ("？？？" is not
     # an insult), but its character n-grams would still score them.
@@ -162,18 +172,25 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
         # Insults and the model measure offence; whether it is abuse or hate depends on its target.
         offence = [w for _, w in insults] + [w for _, w in contempt] + [r.weight for r, _ in abuse_hits[i]] + [p]
         share = {c: OFFENCE_SHARE[c][names_group] for c in ("abuse", "hate")}
-        offence_evidence = ([f"insult '{t}'" for t, _ in insults] + [f"contempt '{t}'" for t, _ in contempt]
-                           + [f"rule {r.name} '{span}'" for r, span in abuse_hits[i]])
+        offence_evidence = (
+            [f"insult '{t}'" for t, _ in insults]
+            + [f"contempt '{t}'" for t, _ in contempt]
+            + [f"rule {r.name} '{span}'" for r, span in abuse_hits[i]]
+        )
         row = {
             "score_abuse": noisy_or([s * share["abuse"] for s in offence]),
             "score_hate": noisy_or([w for _, w in slurs] + [s * share["hate"] for s in offence]),
             "score_conspiracy": noisy_or([rules_row["score_conspiracy"], model_weight * hp, cfg.conspiracy_ngram_weight * cp]),
             "evidence_abuse": offence_evidence + ([model_evidence] if model_evidence else []),
-            "evidence_hate": [f"slur '{t}'" for t, _ in slurs] + [f"names group '{g}'" for g in groups]
-                             + ((offence_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
-            "evidence_conspiracy": rules_row["evidence_conspiracy"] + (
+            "evidence_hate": [f"slur '{t}'" for t, _ in slurs]
+            + [f"names group '{g}'" for g in groups]
+            + ((offence_evidence + ([model_evidence] if model_evidence else [])) if names_group else []),
+            "evidence_conspiracy": rules_row["evidence_conspiracy"]
+            + (
                 [f"n-gram conspiracy p={cp:.2f} (" + ", ".join(f"{t} +{w:.2f}" for t, w in conspiracy_terms[i]) + ")"]
-                if i in conspiracy_terms else []),
+                if i in conspiracy_terms
+                else []
+            ),
             "score_offence_model": p,
         }
         out.append(row)
@@ -181,6 +198,10 @@ def score_texts(texts_norm: list[str], vectors: np.ndarray | None, cfg: FlagConf
         explain = [i for i, row in enumerate(out) if row["score_conspiracy"] >= EVIDENCE_MIN_SCORE]
         for i, line in zip(explain, nearest_example_evidence(vectors[explain], cfg, example_vectors)):
             out[i]["evidence_conspiracy"].append(line)
+    # A term that occurs twice is one piece of evidence for a moderator: each line once, in order.
+    for row in out:
+        for c in CATEGORIES:
+            row[f"evidence_{c}"] = list(dict.fromkeys(row[f"evidence_{c}"]))
     return out
 
 
@@ -190,11 +211,14 @@ def nearest_example_evidence(vectors: np.ndarray, cfg: FlagConfig, example_vecto
     head = load_resources(models_dir_of(cfg))["conspiracy_head"]
     nearest, sims = head.nearest(vectors, example_vectors)
     probs = head.predict_proba(vectors) if example_vectors is None else [None] * len(vectors)
-    return [f"nearest labelled conspiracy example '{ex}' (cos {sim:.2f}" + (f"; embedding head p={p:.2f})" if p is not None else ")")
-            for ex, sim, p in zip(nearest, sims, probs)]
+    return [
+        f"nearest labelled conspiracy example '{ex}' (cos {sim:.2f}" + (f"; embedding head p={p:.2f})" if p is not None else ")")
+        for ex, sim, p in zip(nearest, sims, probs)
+    ]
 
 
-SCORE_SCHEMA = {**{f"score_{c}": pl.Float64 for c in CATEGORIES}, **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
-                "score_offence_model": pl.Float64}
-
-
+SCORE_SCHEMA = {
+    **{f"score_{c}": pl.Float64 for c in CATEGORIES},
+    **{f"evidence_{c}": pl.List(pl.String) for c in CATEGORIES},
+    "score_offence_model": pl.Float64,
+}

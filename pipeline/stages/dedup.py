@@ -17,6 +17,7 @@
    every run and order. With a state directory the index of keys and representatives persists:
    a later batch's copies join the groups of earlier batches and keep their ids.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,14 +26,19 @@ import xxhash
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from pipeline.text import jaccard, minhash
 from pipeline.config import DedupConfig
-from pipeline.text.match_key import is_fallback, match_key, sound_key
 from pipeline.stage import Stage, StageContext
+from pipeline.text import jaccard, minhash
+from pipeline.text.match_key import is_fallback, match_key, sound_key
 
 INDEX = "dedup_index"
-INDEX_SCHEMA = {"dedup_key": pl.String, "rep_key": pl.String, "rep_comment_id": pl.String,
-                "rep_bands": pl.List(pl.UInt64), "lsh": pl.String}
+INDEX_SCHEMA = {
+    "dedup_key": pl.String,
+    "rep_key": pl.String,
+    "rep_comment_id": pl.String,
+    "rep_bands": pl.List(pl.UInt64),
+    "lsh": pl.String,
+}
 
 
 def group_id(rep_key: str) -> str:
@@ -54,7 +60,7 @@ def lsh_shape(threshold: float, num_perm: int) -> tuple[int, int]:
 
 def lsh_setting(cfg: DedupConfig, seed: int) -> tuple[int, str]:
     bands, rows = lsh_shape(cfg.lsh_threshold, cfg.num_perm)
-    return bands, f"minhash{minhash.ALGORITHM_VERSION}/sound/shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}"
+    return (bands, f"minhash{minhash.ALGORITHM_VERSION}/sound/shingle{cfg.shingle_size}/perm{cfg.num_perm}/bands{bands}x{rows}/seed{seed}")
 
 
 def band_rows(sounds: list[str], cfg: DedupConfig, seed: int, bands: int, executor=None) -> np.ndarray:
@@ -62,8 +68,15 @@ def band_rows(sounds: list[str], cfg: DedupConfig, seed: int, bands: int, execut
         return np.zeros((0, bands), dtype=np.uint64)
     if executor is None:
         return Signer(cfg, seed, bands).bands(sounds)
-    signed = executor.map_batches(Signer, pl.DataFrame({"sound": sounds}, schema={"sound": pl.String}),
-                                  batch_size=SIGN_BATCH, desc="dedup: MinHash", cfg=cfg, seed=seed, bands=bands)
+    signed = executor.map_batches(
+        Signer,
+        pl.DataFrame({"sound": sounds}, schema={"sound": pl.String}),
+        batch_size=SIGN_BATCH,
+        desc="dedup: MinHash",
+        cfg=cfg,
+        seed=seed,
+        bands=bands,
+    )
     return signed["bands"].to_numpy().astype(np.uint64)
 
 
@@ -87,21 +100,27 @@ class Signer:
         return pl.DataFrame({"bands": pl.Series("bands", values, dtype=pl.Array(pl.UInt64, self.bands_n))})
 
 
-def verified_neighbours(new_keys: list[str], new_sounds: list[str], new_bands: np.ndarray,
-                        rep_keys: list[str], rep_sounds: list[str], rep_bands: np.ndarray,
-                        cfg: DedupConfig) -> pl.DataFrame:
+def verified_neighbours(
+    new_keys: list[str],
+    new_sounds: list[str],
+    new_bands: np.ndarray,
+    rep_keys: list[str],
+    rep_sounds: list[str],
+    rep_bands: np.ndarray,
+    cfg: DedupConfig,
+) -> pl.DataFrame:
     """Verified similar pairs (new key, other key, similarity), both directions among new keys.
     Keys are compared as they sound (`sound_key`), so homophone swaps cost nothing."""
     within = minhash.candidate_pairs(new_bands) if len(new_keys) > 1 else np.zeros((0, 2), np.int64)
-    across = (minhash.candidate_pairs(new_bands, rep_bands) if len(new_keys) and len(rep_keys)
-              else np.zeros((0, 2), np.int64))
+    across = minhash.candidate_pairs(new_bands, rep_bands) if len(new_keys) and len(rep_keys) else np.zeros((0, 2), np.int64)
     frames = []
     for pairs, others, other_sounds in ((within, new_keys, new_sounds), (across, rep_keys, rep_sounds)):
         similarity = verify(new_sounds, other_sounds, pairs, cfg)
         kept = pairs[similarity > 0]
-        frame = pl.DataFrame({"key": [new_keys[i] for i in kept[:, 0]], "other": [others[j] for j in kept[:, 1]],
-                              "similarity": similarity[similarity > 0]},
-                             schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64})
+        frame = pl.DataFrame(
+            {"key": [new_keys[i] for i in kept[:, 0]], "other": [others[j] for j in kept[:, 1]], "similarity": similarity[similarity > 0]},
+            schema={"key": pl.String, "other": pl.String, "similarity": pl.Float64},
+        )
         frames.append(frame)
         if others is new_keys:
             frames.append(frame.select(pl.col("other").alias("key"), pl.col("key").alias("other"), "similarity"))
@@ -128,8 +147,12 @@ def verify(keys_a: list[str], keys_b: list[str], pairs: np.ndarray, cfg: DedupCo
     similarity = np.where(jac >= cfg.min_jaccard, jac, 0.0)
     rest = np.flatnonzero((jac < cfg.min_jaccard) & (jac >= edit_jaccard_floor(cfg)))
     if len(rest) and cfg.min_edit_similarity < 1:
-        edit = cpdist([keys_a[i] for i in pairs[rest, 0]], [keys_b[j] for j in pairs[rest, 1]],
-                      scorer=Levenshtein.normalized_similarity, dtype=np.float64)
+        edit = cpdist(
+            [keys_a[i] for i in pairs[rest, 0]],
+            [keys_b[j] for j in pairs[rest, 1]],
+            scorer=Levenshtein.normalized_similarity,
+            dtype=np.float64,
+        )
         similarity[rest] = np.where(edit >= cfg.min_edit_similarity, edit, 0.0)
     return similarity
 
@@ -150,8 +173,7 @@ def lead(new_keys: list[str], neighbours: pl.DataFrame, existing_reps: set[str])
     return rep_of
 
 
-def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: int,
-           executor=None) -> tuple[dict[str, str], pl.DataFrame]:
+def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: int, executor=None) -> tuple[dict[str, str], pl.DataFrame]:
     """Representative key of every distinct key, and the new rows for the index."""
     bands, setting = lsh_setting(cfg, seed)
     known: dict[str, str] = {}
@@ -179,10 +201,13 @@ def assign(keys: set[str], index: pl.DataFrame | None, cfg: DedupConfig, seed: i
     all_bands[is_long] = new_bands
     rep_keys_new = [rep_of[k] for k in new]
     keep_bands = pl.Series([k == r for k, r in zip(new, rep_keys_new)], dtype=pl.Boolean) & pl.Series(is_long, dtype=pl.Boolean)
-    new_rows = pl.DataFrame({"dedup_key": new, "rep_key": rep_keys_new, "lsh": [setting] * len(new)},
-                            schema={"dedup_key": pl.String, "rep_key": pl.String, "lsh": pl.String})
+    new_rows = pl.DataFrame(
+        {"dedup_key": new, "rep_key": rep_keys_new, "lsh": [setting] * len(new)},
+        schema={"dedup_key": pl.String, "rep_key": pl.String, "lsh": pl.String},
+    )
     new_rows = new_rows.with_columns(
-        pl.when(keep_bands).then(pl.Series("rep_bands", all_bands).cast(pl.List(pl.UInt64))).alias("rep_bands"))
+        pl.when(keep_bands).then(pl.Series("rep_bands", all_bands).cast(pl.List(pl.UInt64))).alias("rep_bands")
+    )
     return known | rep_of, new_rows
 
 
@@ -204,14 +229,17 @@ def run(table: pl.DataFrame, cfg: DedupConfig, ctx: StageContext) -> pl.DataFram
 
     # The row that stands for its group in this batch (topics embed it): the representative's own
     # text if present, else the member text with the smallest hash; order-independent either way.
-    order = pl.struct((pl.col("dedup_key") != pl.col("_rep_key")).alias("a"), pl.col("_text_hash").alias("b"),
-                      pl.col("input_index").alias("c"))
-    first = (table.with_columns(order.alias("_order")).sort("_order")
-             .group_by("dup_group", maintain_order=True).first())
+    order = pl.struct(
+        (pl.col("dedup_key") != pl.col("_rep_key")).alias("a"), pl.col("_text_hash").alias("b"), pl.col("input_index").alias("c")
+    )
+    first = table.with_columns(order.alias("_order")).sort("_order").group_by("dup_group", maintain_order=True).first()
     batch_rep = dict(zip(first["dup_group"].to_list(), first["comment_id"].to_list()))
     # The group's representative comment: the one that founded it, in this batch or an earlier one.
-    old_rep_ids = {} if index is None else dict(
-        index.filter(pl.col("dedup_key") == pl.col("rep_key")).select("dedup_key", "rep_comment_id").iter_rows())
+    old_rep_ids = (
+        {}
+        if index is None
+        else dict(index.filter(pl.col("dedup_key") == pl.col("rep_key")).select("dedup_key", "rep_comment_id").iter_rows())
+    )
     rep_id = {g: old_rep_ids.get(rep_key, cid) for g, rep_key, cid in first.select("dup_group", "_rep_key", "comment_id").iter_rows()}
     table = table.with_columns(
         pl.col("dup_group").replace_strict(rep_id, return_dtype=pl.String).alias("dup_rep_id"),
@@ -219,21 +247,29 @@ def run(table: pl.DataFrame, cfg: DedupConfig, ctx: StageContext) -> pl.DataFram
         pl.len().over("dup_group").cast(pl.Int64).alias("dup_group_size"),
     )
     ctx.side_tables[INDEX] = _updated_index(index, new_rows, rep_id)
-    ctx.facts.update(dup_groups=table["dup_group"].n_unique(),
-                     rows_in_groups_of_2_or_more=int((table["dup_group_size"] > 1).sum()),
-                     new_keys=new_rows.height,
-                     rows_joining_earlier_groups=sum(1 for k in table["_rep_key"].to_list() if k in old_rep_ids))
+    ctx.facts.update(
+        dup_groups=table["dup_group"].n_unique(),
+        rows_in_groups_of_2_or_more=int((table["dup_group_size"] > 1).sum()),
+        new_keys=new_rows.height,
+        rows_joining_earlier_groups=sum(1 for k in table["_rep_key"].to_list() if k in old_rep_ids),
+    )
     return table.drop("_rep_key", "_text_hash")
 
 
 def _updated_index(index: pl.DataFrame | None, new_rows: pl.DataFrame, rep_id: dict[str, str]) -> pl.DataFrame:
     """Earlier rows plus this batch's new keys; a new representative remembers its comment id."""
-    ids = [rep_id[group_id(r)] if k == r else None
-           for k, r in zip(new_rows["dedup_key"].to_list(), new_rows["rep_key"].to_list())]
+    ids = [rep_id[group_id(r)] if k == r else None for k, r in zip(new_rows["dedup_key"].to_list(), new_rows["rep_key"].to_list())]
     new_rows = new_rows.with_columns(pl.Series("rep_comment_id", ids, dtype=pl.String)).select(list(INDEX_SCHEMA))
     return new_rows if index is None else pl.concat([index.select(list(INDEX_SCHEMA)), new_rows])
 
 
-STAGE: Stage[DedupConfig] = Stage(name="dedup", version="2", config_section="dedup", code_modules=("pipeline.text.match_key", "pipeline.text.minhash", "pipeline.text.jaccard"),
-              requires=("comment_id", "text_norm", "input_index"), state=(INDEX,),
-              adds=("dedup_key", "dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"), run=run)
+STAGE: Stage[DedupConfig] = Stage(
+    name="dedup",
+    version="2",
+    config_section="dedup",
+    code_modules=("pipeline.text.match_key", "pipeline.text.minhash", "pipeline.text.jaccard"),
+    requires=("comment_id", "text_norm", "input_index"),
+    state=(INDEX,),
+    adds=("dedup_key", "dup_group", "dup_group_size", "dup_rep_id", "is_dup_rep"),
+    run=run,
+)

@@ -3,6 +3,7 @@
 `embed.model` picks the e5 sentence-transformers model (quality) or the static model distilled from
 it (fast); both through pipeline/models/embedder.py, the service the flag stage uses too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +13,9 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import EmbedConfig
-from pipeline.models.embedder import DIM, encode, encode_with_offence, load_model, model_id
-from pipeline.io.embedding_cache import EmbeddingCache, text_hash
 from pipeline.exec.progress import in_ticks
+from pipeline.io.embedding_cache import EmbeddingCache, text_hash
+from pipeline.models.embedder import DIM, encode, encode_with_offence, load_model, model_id
 from pipeline.stage import Stage, StageContext
 
 # Texts per encode call and cache shard. ST sorts each call's texts by length, so larger chunks pad
@@ -87,18 +88,22 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     vectors = EmbeddingCache(ctx.cache_dir, model_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
     logits: dict = {}
     if fused(cfg):
-        logits = EmbeddingCache(ctx.cache_dir, logit_cache_id(cfg, load_offence_encoder(ctx.models_dir, ctx.cache_dir))).lookup(list(distinct))
+        logits = EmbeddingCache(ctx.cache_dir, logit_cache_id(cfg, load_offence_encoder(ctx.models_dir, ctx.cache_dir))).lookup(
+            list(distinct)
+        )
     todo = [h for h in distinct if h not in vectors or (fused(cfg) and h not in logits)]
-    ctx.log.info("embed: %d rows, %d distinct texts, %d cached, %d to encode",
-                 len(texts), len(distinct), len(distinct) - len(todo), len(todo))
+    ctx.log.info(
+        "embed: %d rows, %d distinct texts, %d cached, %d to encode", len(texts), len(distinct), len(distinct) - len(todo), len(todo)
+    )
     if todo:
         # Longest first over the whole batch, as sentence-transformers orders one encode call: each
         # chunk then holds texts of similar length and pads little (chunks of the input order padded
         # 8192-text windows to their longest text: ~50% slower on Weibo comments).
         todo.sort(key=lambda h: -len(distinct[h]))
         batch = pl.DataFrame({"text_hash": pl.Series(todo, dtype=pl.UInt64), "text": [distinct[h] for h in todo]})
-        encoded = ctx.executor.map_batches(Encoder, batch, batch_size=CHUNK_ROWS, desc="embed",
-                                           cfg=cfg, cache_dir=ctx.cache_dir, models_dir=ctx.models_dir)
+        encoded = ctx.executor.map_batches(
+            Encoder, batch, batch_size=CHUNK_ROWS, desc="embed", cfg=cfg, cache_dir=ctx.cache_dir, models_dir=ctx.models_dir
+        )
         vectors.update(zip(todo, encoded["vector"].to_numpy()))
         if fused(cfg):
             logits.update(zip(todo, encoded["offence_logit"].to_numpy()[:, None]))
@@ -119,8 +124,19 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     return table.with_columns(columns)
 
 
-STAGE: Stage[EmbedConfig] = Stage(name="embed", version="1", config_section="embed",
-              code_modules=("pipeline.models.embedder", "pipeline.models.e5_model", "pipeline.models.static_model",
-                            "pipeline.io.embedding_cache", "pipeline.models.offence_encoder"),
-              resources=lambda cfg, ctx: offence_extra_fingerprint(ctx.models_dir) if fused(cfg) else "",
-              requires=("text_norm",), adds=("embedding",), run=run)
+STAGE: Stage[EmbedConfig] = Stage(
+    name="embed",
+    version="1",
+    config_section="embed",
+    code_modules=(
+        "pipeline.models.embedder",
+        "pipeline.models.e5_model",
+        "pipeline.models.static_model",
+        "pipeline.io.embedding_cache",
+        "pipeline.models.offence_encoder",
+    ),
+    resources=lambda cfg, ctx: offence_extra_fingerprint(ctx.models_dir) if fused(cfg) else "",
+    requires=("text_norm",),
+    adds=("embedding",),
+    run=run,
+)

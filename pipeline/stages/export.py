@@ -5,6 +5,7 @@
 - topics: the topic table plus the share of its comments flagged per category.
 The runner writes them (atomically); this module only builds tables.
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -12,19 +13,45 @@ import polars as pl
 from pipeline.config import ExportConfig
 from pipeline.scoring.score import CATEGORIES
 
-CONTRACT = ["comment_id", "text", "text_norm", "dup_group", "dup_group_size", "topic_id", "topic_label",
-            "score_abuse", "score_hate", "score_conspiracy", "flag_abuse", "flag_hate", "flag_conspiracy",
-            "needs_review"]
-EXTRA = ["review_priority", "flagged_categories", "evidence_abuse", "evidence_hate", "evidence_conspiracy",
-         "score_offence_model", "dup_rep_id", "dedup_key", "source_file", "source_row", "text_truncated", "id_note",
-         "decision", "decision_note", "decided_at"]
+CONTRACT = [
+    "comment_id",
+    "text",
+    "text_norm",
+    "dup_group",
+    "dup_group_size",
+    "topic_id",
+    "topic_label",
+    "score_abuse",
+    "score_hate",
+    "score_conspiracy",
+    "flag_abuse",
+    "flag_hate",
+    "flag_conspiracy",
+    "needs_review",
+]
+EXTRA = [
+    "review_priority",
+    "flagged_categories",
+    "evidence_abuse",
+    "evidence_hate",
+    "evidence_conspiracy",
+    "score_offence_model",
+    "dup_rep_id",
+    "dedup_key",
+    "source_file",
+    "source_row",
+    "text_truncated",
+    "id_note",
+    "decision",
+    "decision_note",
+    "decided_at",
+]
 
 
 def priority_expr() -> pl.Expr:
     """Highest score among the categories that fired, raised by group size: a 50-copy campaign of
     score 0.8 (0.8 * (1 + 0.5 * log10 50) = 1.48) comes before a single comment of score 0.95."""
-    fired = pl.max_horizontal([pl.when(pl.col(f"flag_{c}")).then(pl.col(f"score_{c}")).otherwise(0.0)
-                               for c in CATEGORIES])
+    fired = pl.max_horizontal([pl.when(pl.col(f"flag_{c}")).then(pl.col(f"score_{c}")).otherwise(0.0) for c in CATEGORIES])
     return (fired * (1 + 0.5 * pl.col("dup_group_size").cast(pl.Float64).log10())).round(4)
 
 
@@ -32,10 +59,10 @@ def comments_table(table: pl.DataFrame, decided: pl.DataFrame | None = None) -> 
     if decided is not None:
         # A decision on a group holds for every member, including comments that joined it later.
         table = table.join(decided, on="dup_group", how="left", maintain_order="left")
-    fired = pl.concat_list([pl.when(pl.col(f"flag_{c}")).then(pl.lit(c)).otherwise(pl.lit(None, pl.String))
-                            for c in CATEGORIES]).list.drop_nulls()
-    table = table.sort("input_index").with_columns(
-        priority_expr().alias("review_priority"), fired.alias("flagged_categories"))
+    fired = pl.concat_list(
+        [pl.when(pl.col(f"flag_{c}")).then(pl.lit(c)).otherwise(pl.lit(None, pl.String)) for c in CATEGORIES]
+    ).list.drop_nulls()
+    table = table.sort("input_index").with_columns(priority_expr().alias("review_priority"), fired.alias("flagged_categories"))
     return table.select(CONTRACT + [c for c in EXTRA if c in table.columns])
 
 
@@ -45,20 +72,30 @@ def review_queue(comments: pl.DataFrame) -> pl.DataFrame:
     if "decision" in comments.columns:
         open_groups = open_groups.filter(pl.col("decision").is_null())
     flagged = comments.filter(pl.col("dup_group").is_in(open_groups["dup_group"].implode()))
-    evidence = pl.concat_list([pl.when(pl.col(f"flag_{c}")).then(
-        pl.col(f"evidence_{c}").list.eval(pl.lit(f"{c}: ") + pl.element())).otherwise(pl.lit([], pl.List(pl.String)))
-        for c in CATEGORIES])
-    queue = (flagged.with_columns(evidence.alias("_evidence"))
-             .group_by("dup_group", maintain_order=True).agg(
-                 pl.len().alias("dup_group_size"),
-                 pl.col("dup_rep_id").first().alias("representative_id"),
-                 pl.col("text").filter(pl.col("comment_id") == pl.col("dup_rep_id")).first().alias("representative_text"),
-                 pl.col("comment_id").alias("member_ids"),
-                 pl.col("review_priority").max(),
-                 pl.col("flagged_categories").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True),
-                 *[pl.col(f"score_{c}").max() for c in CATEGORIES],
-                 pl.col("_evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True).alias("evidence"),
-                 pl.col("topic_id").first(), pl.col("topic_label").first()))
+    evidence = pl.concat_list(
+        [
+            pl.when(pl.col(f"flag_{c}"))
+            .then(pl.col(f"evidence_{c}").list.eval(pl.lit(f"{c}: ") + pl.element()))
+            .otherwise(pl.lit([], pl.List(pl.String)))
+            for c in CATEGORIES
+        ]
+    )
+    queue = (
+        flagged.with_columns(evidence.alias("_evidence"))
+        .group_by("dup_group", maintain_order=True)
+        .agg(
+            pl.len().alias("dup_group_size"),
+            pl.col("dup_rep_id").first().alias("representative_id"),
+            pl.col("text").filter(pl.col("comment_id") == pl.col("dup_rep_id")).first().alias("representative_text"),
+            pl.col("comment_id").alias("member_ids"),
+            pl.col("review_priority").max(),
+            pl.col("flagged_categories").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True),
+            *[pl.col(f"score_{c}").max() for c in CATEGORIES],
+            pl.col("_evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True).alias("evidence"),
+            pl.col("topic_id").first(),
+            pl.col("topic_label").first(),
+        )
+    )
     queue = queue.with_columns(pl.col("flagged_categories").list.sort())
     queue = queue.sort(["review_priority", "dup_group_size", "dup_group"], descending=[True, True, False])
     return queue.with_row_index("rank", offset=1)
@@ -75,14 +112,16 @@ def review_queue_csv(queue: pl.DataFrame) -> pl.DataFrame:
 
 
 def topics_table(topics: pl.DataFrame, comments: pl.DataFrame) -> pl.DataFrame:
-    shares = comments.group_by("topic_id").agg(
-        [pl.col(f"flag_{c}").mean().round(4).alias(f"share_flagged_{c}") for c in CATEGORIES])
+    shares = comments.group_by("topic_id").agg([pl.col(f"flag_{c}").mean().round(4).alias(f"share_flagged_{c}") for c in CATEGORIES])
     return topics.join(shares, on="topic_id", how="left").sort("topic_id")
 
 
-def build(table: pl.DataFrame, topics: pl.DataFrame, cfg: ExportConfig,
-          decided: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+def build(table: pl.DataFrame, topics: pl.DataFrame, cfg: ExportConfig, decided: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
     comments = comments_table(table, decided)
     queue = review_queue(comments)
-    return {"comments": comments, "review_queue": queue, "review_queue_csv": review_queue_csv(queue),
-            "topics": topics_table(topics, comments)}
+    return {
+        "comments": comments,
+        "review_queue": queue,
+        "review_queue_csv": review_queue_csv(queue),
+        "topics": topics_table(topics, comments),
+    }

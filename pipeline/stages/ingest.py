@@ -3,6 +3,7 @@
 Rows that cannot become comments (unreadable, no text, empty text) go to the quarantine side
 table with their file, row and reason; every other row is kept, in input order.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,40 +11,45 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import IngestConfig
-from pipeline.text.normalize import normalize_text
 from pipeline.stage import Stage, StageContext
+from pipeline.text.normalize import normalize_text
 
-QUARANTINE_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "comment_id": pl.String,
-                     "text": pl.String, "reason": pl.String}
+QUARANTINE_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "comment_id": pl.String, "text": pl.String, "reason": pl.String}
 
 
 def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame:
     raw = raw.with_row_index("input_index")
     reason = (
-        pl.when(pl.col("read_error").is_not_null()).then(pl.col("read_error"))
-        .when(pl.col("raw_text").is_null()).then(pl.lit("missing text"))
-        .when(pl.col("raw_text").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty text"))
+        pl.when(pl.col("read_error").is_not_null())
+        .then(pl.col("read_error"))
+        .when(pl.col("raw_text").is_null())
+        .then(pl.lit("missing text"))
+        .when(pl.col("raw_text").str.strip_chars().str.len_chars() == 0)
+        .then(pl.lit("empty text"))
     )
     raw = raw.with_columns(reason.alias("reason"))
     texts = raw.filter(pl.col("reason").is_null())["raw_text"].unique(maintain_order=True)
     # Copies are common: each distinct text is normalised once.
-    normalised = ctx.executor.map_batches(Normalizer, pl.DataFrame({"text": texts}), batch_size=NORMALIZE_BATCH,
-                                          desc="ingest: normalise", max_chars=cfg.max_chars)
+    normalised = ctx.executor.map_batches(
+        Normalizer, pl.DataFrame({"text": texts}), batch_size=NORMALIZE_BATCH, desc="ingest: normalise", max_chars=cfg.max_chars
+    )
     norm_of = dict(zip(texts.to_list(), normalised["text_norm"].to_list()))
     # Text made only of control, invisible or emoji-variation characters normalises to nothing.
     invisible = [t for t, n in norm_of.items() if not n.strip()]
-    raw = raw.with_columns(pl.when(pl.col("reason").is_null() & pl.col("raw_text").is_in(invisible))
-                           .then(pl.lit("no visible text (only control or invisible characters)"))
-                           .otherwise(pl.col("reason")).alias("reason"))
+    raw = raw.with_columns(
+        pl.when(pl.col("reason").is_null() & pl.col("raw_text").is_in(invisible))
+        .then(pl.lit("no visible text (only control or invisible characters)"))
+        .otherwise(pl.col("reason"))
+        .alias("reason")
+    )
     bad = raw.filter(pl.col("reason").is_not_null())
     ctx.side_tables["quarantine"] = bad.select(
-        "source_file", "source_row", pl.col("raw_id").alias("comment_id"),
-        pl.col("raw_text").alias("text"), "reason").cast(QUARANTINE_SCHEMA)
+        "source_file", "source_row", pl.col("raw_id").alias("comment_id"), pl.col("raw_text").alias("text"), "reason"
+    ).cast(QUARANTINE_SCHEMA)
     kept = raw.filter(pl.col("reason").is_null())
 
     # Stable generated ids: the same file and row give the same id in every run.
-    generated = pl.format("{}:{}", pl.col("source_file").map_elements(lambda p: Path(p).stem, return_dtype=pl.String),
-                          pl.col("source_row"))
+    generated = pl.format("{}:{}", pl.col("source_file").map_elements(lambda p: Path(p).stem, return_dtype=pl.String), pl.col("source_row"))
     kept = kept.with_columns(pl.coalesce("raw_id", generated).alias("comment_id"))
     kept = _make_ids_unique(kept)
 
@@ -54,8 +60,7 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
         (pl.col("raw_text").str.len_chars() > cfg.max_chars).alias("text_truncated"),
     )
     ctx.facts["quarantined"] = bad.height
-    return kept.select("comment_id", "text", "text_norm", "source_file", "source_row", "input_index",
-                       "text_truncated", "id_note")
+    return kept.select("comment_id", "text", "text_norm", "source_file", "source_row", "input_index", "text_truncated", "id_note")
 
 
 NORMALIZE_BATCH = 50000  # texts per batch
@@ -68,8 +73,9 @@ class Normalizer:
         self.max_chars = max_chars
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
-        return pl.DataFrame({"text_norm": [normalize_text(t[: self.max_chars]) for t in batch["text"].to_list()]},
-                            schema={"text_norm": pl.String})
+        return pl.DataFrame(
+            {"text_norm": [normalize_text(t[: self.max_chars]) for t in batch["text"].to_list()]}, schema={"text_norm": pl.String}
+        )
 
 
 def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
@@ -77,13 +83,15 @@ def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
     occurrence = pl.int_range(pl.len()).over("comment_id") + 1
     table = table.with_columns(occurrence.alias("_occ"))
     new_id = pl.when(pl.col("_occ") > 1).then(pl.format("{}~{}", "comment_id", "_occ")).otherwise("comment_id")
-    note = pl.when(pl.col("_occ") > 1).then(
-        pl.format("duplicate comment_id {}; renamed", "comment_id")).otherwise(pl.lit(None, pl.String))
+    note = pl.when(pl.col("_occ") > 1).then(pl.format("duplicate comment_id {}; renamed", "comment_id")).otherwise(pl.lit(None, pl.String))
     return table.with_columns(new_id.alias("comment_id"), note.alias("id_note")).drop("_occ")
 
 
 STAGE: Stage[IngestConfig] = Stage(
-    name="ingest", version="1", config_section="ingest", code_modules=("pipeline.text.normalize", "pipeline.io.readers"),
+    name="ingest",
+    version="1",
+    config_section="ingest",
+    code_modules=("pipeline.text.normalize", "pipeline.io.readers"),
     requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
     adds=("comment_id", "text", "text_norm"),
     run=run,

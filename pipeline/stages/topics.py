@@ -11,6 +11,7 @@ per topic) is the stage's state `topic_model`: with a state directory (or `model
 batch is assigned to those topics and keeps their ids, unless `refit` is set or more than
 `refit_outlier_share` of its comments fit none of them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import TopicsConfig
-from pipeline.text.keywords import ctfidf
 from pipeline.stage import Stage, StageContext
+from pipeline.text.keywords import ctfidf
 
 log = logging.getLogger("pipeline")
 
@@ -29,8 +30,14 @@ NO_TOPIC_LABEL = "(no topic)"
 MIN_REPS_FOR_TOPIC_CAP = 1000
 UMAP_EXACT_BELOW = 4096  # umap computes exact neighbours itself below this many points
 MODEL = "topic_model"
-MODEL_SCHEMA = {"topic_id": pl.Int64, "centroid": pl.List(pl.Float32), "topic_label": pl.String,
-                "keywords": pl.List(pl.String), "keyword_weights": pl.List(pl.Float64), "n_groups_fitted": pl.Int64}
+MODEL_SCHEMA = {
+    "topic_id": pl.Int64,
+    "centroid": pl.List(pl.Float32),
+    "topic_label": pl.String,
+    "keywords": pl.List(pl.String),
+    "keyword_weights": pl.List(pl.Float64),
+    "n_groups_fitted": pl.Int64,
+}
 
 
 def auto_min_cluster_size(n_representatives: int) -> int:
@@ -61,9 +68,15 @@ def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarr
     # compilation alone took ~45 s per process here (the search itself under 1 s). Exact neighbours
     # by blocked matrix products take ~6 s on 20,000 points and are never approximate.
     knn = exact_cosine_knn(vectors, n_neighbors) if n >= UMAP_EXACT_BELOW else (None, None, None)
-    reducer = umap.UMAP(n_neighbors=n_neighbors, n_components=min(cfg.umap_components, n - 2),
-                        min_dist=cfg.umap_min_dist, metric="cosine", random_state=seed, init="spectral"
-                        if n > cfg.umap_components + 2 else "random", precomputed_knn=knn)
+    reducer = umap.UMAP(
+        n_neighbors=n_neighbors,
+        n_components=min(cfg.umap_components, n - 2),
+        min_dist=cfg.umap_min_dist,
+        metric="cosine",
+        random_state=seed,
+        init="spectral" if n > cfg.umap_components + 2 else "random",
+        precomputed_knn=knn,
+    )
     with warnings.catch_warnings():
         # umap says random_state forces one thread: that is the price of reproducible topics.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
@@ -78,8 +91,9 @@ def cluster(vectors: np.ndarray, cfg: TopicsConfig, seed: int) -> tuple[np.ndarr
     # (24 comments in 3 themes of 8 all became outliers), and there the collapse was never seen.
     capped = cfg.max_topic_share < 1 and n >= MIN_REPS_FOR_TOPIC_CAP
     max_size = max(2 * mcs, int(cfg.max_topic_share * n)) if capped else 0
-    clusterer = hdbscan.HDBSCAN(min_cluster_size=mcs, min_samples=cfg.min_samples or auto_min_samples(mcs),
-                                max_cluster_size=max_size, metric="euclidean")
+    clusterer = hdbscan.HDBSCAN(
+        min_cluster_size=mcs, min_samples=cfg.min_samples or auto_min_samples(mcs), max_cluster_size=max_size, metric="euclidean"
+    )
     labels = clusterer.fit_predict(reduced).astype(np.int64)
     return labels, {"clustered": True, "min_cluster_size": mcs, "max_cluster_size": max_size}
 
@@ -92,7 +106,7 @@ def exact_cosine_knn(vectors: np.ndarray, k: int, block: int = 1024) -> tuple[np
     n = len(v)
     indices, distances = np.empty((n, k), dtype=np.int64), np.empty((n, k), dtype=np.float32)
     for start in range(0, n, block):
-        sims = v[start:start + block] @ v.T
+        sims = v[start : start + block] @ v.T
         rows = np.arange(len(sims))
         sims[rows, start + rows] = np.inf  # itself first, even among exact duplicates
         part = np.sort(np.argpartition(-sims, k - 1, axis=1)[:, :k], axis=1)
@@ -100,7 +114,7 @@ def exact_cosine_knn(vectors: np.ndarray, k: int, block: int = 1024) -> tuple[np
         nearest = np.take_along_axis(part, order, axis=1)
         dist = 1.0 - np.take_along_axis(sims, nearest, axis=1)
         dist[:, 0] = 0.0
-        indices[start:start + block], distances[start:start + block] = nearest, np.maximum(dist, 0.0)
+        indices[start : start + block], distances[start : start + block] = nearest, np.maximum(dist, 0.0)
     return indices, distances
 
 
@@ -110,8 +124,7 @@ def assign_outliers(vectors: np.ndarray, labels: np.ndarray, min_similarity: flo
         return labels
     out = labels.copy()
     idx = np.where(labels == -1)[0]
-    out[idx] = nearest_topic(vectors[idx], centroids_of(vectors, labels, topics), np.array(topics, dtype=np.int64),
-                             min_similarity)
+    out[idx] = nearest_topic(vectors[idx], centroids_of(vectors, labels, topics), np.array(topics, dtype=np.int64), min_similarity)
     return out
 
 
@@ -121,10 +134,10 @@ def nearest_topic(vectors: np.ndarray, centroids: np.ndarray, topic_ids: np.ndar
         return np.full(len(vectors), -1, dtype=np.int64)
     out = np.empty(len(vectors), dtype=np.int64)
     for start in range(0, len(vectors), 8192):  # bounded memory for the similarity block
-        sims = vectors[start:start + 8192] @ centroids.T
+        sims = vectors[start : start + 8192] @ centroids.T
         best = sims.argmax(axis=1)
         ok = sims[np.arange(len(best)), best] >= min_similarity
-        out[start:start + 8192] = np.where(ok, topic_ids[best], -1)
+        out[start : start + 8192] = np.where(ok, topic_ids[best], -1)
     return out
 
 
@@ -147,8 +160,12 @@ def fit(vectors: np.ndarray, weights: np.ndarray, cfg: TopicsConfig, seed: int) 
     if len(sample) < n:
         rest = np.setdiff1d(np.arange(n), sample)
         topics = sorted(set(sample_labels.tolist()) - {-1})
-        labels[rest] = nearest_topic(vectors[rest], centroids_of(vectors[sample], sample_labels, topics),
-                                     np.array(topics, dtype=np.int64), cfg.outlier_min_similarity)
+        labels[rest] = nearest_topic(
+            vectors[rest],
+            centroids_of(vectors[sample], sample_labels, topics),
+            np.array(topics, dtype=np.int64),
+            cfg.outlier_min_similarity,
+        )
     info.update(fitted_on=int(len(sample)), outlier_share_before_assignment=round(raw_outliers, 4))
     return renumber(labels, weights), info
 
@@ -157,10 +174,17 @@ def model_table(topics: pl.DataFrame, vectors: np.ndarray, labels: np.ndarray) -
     named = topics.filter(pl.col("topic_id") >= 0)
     ids = named["topic_id"].to_list()
     cents = centroids_of(vectors, labels, ids)
-    return pl.DataFrame({
-        "topic_id": ids, "centroid": [c.tolist() for c in cents], "topic_label": named["topic_label"],
-        "keywords": named["keywords"], "keyword_weights": named["keyword_weights"],
-        "n_groups_fitted": named["n_groups"]}, schema=MODEL_SCHEMA)
+    return pl.DataFrame(
+        {
+            "topic_id": ids,
+            "centroid": [c.tolist() for c in cents],
+            "topic_label": named["topic_label"],
+            "keywords": named["keywords"],
+            "keyword_weights": named["keyword_weights"],
+            "n_groups_fitted": named["n_groups"],
+        },
+        schema=MODEL_SCHEMA,
+    )
 
 
 def renumber(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -182,8 +206,9 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
         mode = "refitted: the saved topics were fitted on another embedding model"
         saved = None
     if saved is not None and saved.height and not cfg.refit:
-        labels = nearest_topic(vectors, np.array(saved["centroid"].to_list(), dtype=np.float32),
-                               saved["topic_id"].to_numpy(), cfg.outlier_min_similarity)
+        labels = nearest_topic(
+            vectors, np.array(saved["centroid"].to_list(), dtype=np.float32), saved["topic_id"].to_numpy(), cfg.outlier_min_similarity
+        )
         outside = float(weights[labels == -1].sum() / max(1, weights.sum()))
         mode = "assigned" if outside <= cfg.refit_outlier_share else "refitted: too many comments outside the saved topics"
         info = {"saved_topics": saved.height, "outside_saved_topics": round(outside, 4)}
@@ -202,19 +227,20 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
     if mode == "assigned":
         # Saved topics keep their labels and keywords, so a topic reads the same in every batch.
         topics = topics.drop("topic_label", "keywords", "keyword_weights").join(
-            saved.select("topic_id", "topic_label", "keywords", "keyword_weights"), on="topic_id", how="left")
+            saved.select("topic_id", "topic_label", "keywords", "keyword_weights"), on="topic_id", how="left"
+        )
         topics = topics.with_columns(pl.col("topic_label").fill_null(NO_TOPIC_LABEL)).select(
-            "topic_id", "size", "n_groups", "topic_label", "keywords", "keyword_weights", "representative_ids", "representative_text")
+            "topic_id", "size", "n_groups", "topic_label", "keywords", "keyword_weights", "representative_ids", "representative_text"
+        )
     else:
         ctx.side_tables[MODEL] = model_table(topics, vectors, labels)
     labels_by_id = dict(zip(topics["topic_id"].to_list(), topics["topic_label"].to_list()))
     table = table.with_columns(
-        pl.col("topic_id").replace_strict(labels_by_id, default=NO_TOPIC_LABEL, return_dtype=pl.String)
-        .alias("topic_label"))
+        pl.col("topic_id").replace_strict(labels_by_id, default=NO_TOPIC_LABEL, return_dtype=pl.String).alias("topic_label")
+    )
     ctx.side_tables["topics"] = topics
     outlier_share = float((table["topic_id"] == -1).mean()) if table.height else 0.0
-    ctx.facts.update(info, topic_model=mode, n_topics=int((topics["topic_id"] >= 0).sum()),
-                     outlier_share=round(outlier_share, 4))
+    ctx.facts.update(info, topic_model=mode, n_topics=int((topics["topic_id"] >= 0).sum()), outlier_share=round(outlier_share, 4))
     return table
 
 
@@ -223,8 +249,9 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
 KEYWORD_DOCS_PER_TOPIC = 5000
 
 
-def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray, labels: np.ndarray,
-                    cfg: TopicsConfig, seed: int = 0) -> pl.DataFrame:
+def describe_topics(
+    table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray, labels: np.ndarray, cfg: TopicsConfig, seed: int = 0
+) -> pl.DataFrame:
     docs: dict[int, list[str]] = {}
     texts = reps["text_norm"].to_list()
     rng = np.random.default_rng(seed)
@@ -242,18 +269,40 @@ def describe_topics(table: pl.DataFrame, reps: pl.DataFrame, vectors: np.ndarray
         closest = members[np.argsort(-(vectors[members] @ centroid), kind="stable")[:3]]
         words = keywords.get(t, [])
         label = NO_TOPIC_LABEL if t == -1 else ("·".join(w for w, _ in words[: cfg.label_keywords]) or f"topic {t}")
-        rows.append({
-            "topic_id": t, "size": int(sizes.get(t, 0)), "n_groups": len(members), "topic_label": label,
-            "keywords": [w for w, _ in words], "keyword_weights": [s for _, s in words],
-            "representative_ids": [reps["comment_id"][int(i)] for i in closest],
-            "representative_text": reps["text"][int(closest[0])],
-        })
-    return pl.DataFrame(rows, schema={
-        "topic_id": pl.Int64, "size": pl.Int64, "n_groups": pl.Int64, "topic_label": pl.String,
-        "keywords": pl.List(pl.String), "keyword_weights": pl.List(pl.Float64),
-        "representative_ids": pl.List(pl.String), "representative_text": pl.String})
+        rows.append(
+            {
+                "topic_id": t,
+                "size": int(sizes.get(t, 0)),
+                "n_groups": len(members),
+                "topic_label": label,
+                "keywords": [w for w, _ in words],
+                "keyword_weights": [s for _, s in words],
+                "representative_ids": [reps["comment_id"][int(i)] for i in closest],
+                "representative_text": reps["text"][int(closest[0])],
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "topic_id": pl.Int64,
+            "size": pl.Int64,
+            "n_groups": pl.Int64,
+            "topic_label": pl.String,
+            "keywords": pl.List(pl.String),
+            "keyword_weights": pl.List(pl.Float64),
+            "representative_ids": pl.List(pl.String),
+            "representative_text": pl.String,
+        },
+    )
 
 
-STAGE: Stage[TopicsConfig] = Stage(name="topics", version="2", config_section="topics", code_modules=("pipeline.text.keywords",),
-              requires=("embedding", "dup_group", "dup_group_size", "is_dup_rep", "text_norm"), state=(MODEL,),
-              adds=("topic_id", "topic_label"), run=run)
+STAGE: Stage[TopicsConfig] = Stage(
+    name="topics",
+    version="2",
+    config_section="topics",
+    code_modules=("pipeline.text.keywords",),
+    requires=("embedding", "dup_group", "dup_group_size", "is_dup_rep", "text_norm"),
+    state=(MODEL,),
+    adds=("topic_id", "topic_label"),
+    run=run,
+)

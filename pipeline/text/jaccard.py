@@ -4,11 +4,12 @@ Exact, by sorting (pair, n-gram) codes packed into one uint64 (numpy's sort is v
 argsort, lexsort and numpy 2.4's hash-based np.unique are many times slower). The n-gram codes are
 minhash.py's, so both agree on what an n-gram is.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.text.minhash import _sorted_unique, _distinct_ngrams, _offsets, _segments
+from pipeline.text.minhash import _distinct_ngrams, _offsets, _segments, _sorted_unique
 
 _JACCARD_CHUNK_PAIRS = 1 << 16
 
@@ -30,7 +31,7 @@ def _distinct_objects(strings: list[str]) -> tuple[list[str], np.ndarray]:
 
 def _python_jaccard(keys_a: list[str], keys_b: list[str], n: int) -> np.ndarray:
     def grams(key: str) -> set[str]:
-        return {key[i:i + n] for i in range(max(1, len(key) - n + 1))}
+        return {key[i : i + n] for i in range(max(1, len(key) - n + 1))}
 
     out = np.empty(len(keys_a), dtype=np.float64)
     for t, (x, y) in enumerate(zip(keys_a, keys_b)):
@@ -55,8 +56,9 @@ def _indexed_jaccard(strings: list[str], ia: np.ndarray, ib: np.ndarray, n: int)
         pa, la = _segments(offsets, ia[lo:hi])
         pb, lb = _segments(offsets, ib[lo:hi])
         pair = np.arange(hi - lo, dtype=np.uint64)
-        merged = np.concatenate([(np.repeat(pair, la) << np.uint64(gram_bits)) | codes[pa],
-                                 (np.repeat(pair, lb) << np.uint64(gram_bits)) | codes[pb]])
+        merged = np.concatenate(
+            [(np.repeat(pair, la) << np.uint64(gram_bits)) | codes[pa], (np.repeat(pair, lb) << np.uint64(gram_bits)) | codes[pb]]
+        )
         merged.sort()
         # Each key's n-grams are distinct, so an equal neighbour is an n-gram both keys have.
         both = merged[1:][merged[1:] == merged[:-1]]
@@ -77,7 +79,7 @@ def jaccard(keys_a: list[str], keys_b: list[str], n: int) -> np.ndarray:
     if n < 1:
         raise ValueError("n must be >= 1")
     strings, inverse = _distinct_objects(keys_a + keys_b)
-    return _indexed_jaccard(strings, inverse[:len(keys_a)], inverse[len(keys_a):], n)
+    return _indexed_jaccard(strings, inverse[: len(keys_a)], inverse[len(keys_a) :], n)
 
 
 def pair_jaccard(keys_a: list[str], pairs: np.ndarray, n: int, keys_b: list[str] | None = None) -> np.ndarray:

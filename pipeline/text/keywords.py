@@ -1,4 +1,5 @@
 """c-TF-IDF keywords over jieba tokens (BERTopic's class-based TF-IDF, with Chinese tokens)."""
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,11 @@ def _jieba():
 
 def tokens(text: str) -> list[str]:
     stop = stopwords()
-    return [w.lower() for w in _jieba().lcut(text)
-            if len(w.strip()) > 1 and w not in stop and WORDLIKE.search(w) and not w.isdigit()
-            and not NUMERAL_FILLER.match(w)]
+    return [
+        w.lower()
+        for w in _jieba().lcut(text)
+        if len(w.strip()) > 1 and w not in stop and WORDLIKE.search(w) and not w.isdigit() and not NUMERAL_FILLER.match(w)
+    ]
 
 
 def ctfidf(docs_by_class: dict[int, list[str]], top_n: int) -> dict[int, list[tuple[str, float]]]:

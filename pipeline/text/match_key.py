@@ -14,6 +14,7 @@ A comment with nothing left (emoji- or punctuation-only) keeps a lighter key: "\
 without whitespace, so "？？？" groups with "？？？" and not with "！！！".
 The key is only for matching; no one reads it, and `text` is never changed.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,24 +23,59 @@ from functools import lru_cache
 
 # Letters from other scripts that render like Latin letters; spammers swap them in so that a
 # filter looking for "vx" or "qq" misses. Lower-case only: keys are lower-cased first.
-HOMOGLYPHS = str.maketrans({
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
-    "т": "t", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l",
-    # Greek
-    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
-    "χ": "x", "ω": "w",
-    # The Chinese zero is a digit that looks like a circle; NFKC leaves it alone.
-    "〇": "0",
-    # "+V信" and "➕v" mean "加V信": keep the word before symbols are removed.
-    "+": "加", "➕": "加", "＋": "加",
-})
+HOMOGLYPHS = str.maketrans(
+    {
+        # Cyrillic
+        "а": "a",
+        "в": "b",
+        "е": "e",
+        "ё": "e",
+        "к": "k",
+        "м": "m",
+        "н": "h",
+        "о": "o",
+        "р": "p",
+        "с": "c",
+        "т": "t",
+        "у": "y",
+        "х": "x",
+        "і": "i",
+        "ј": "j",
+        "ѕ": "s",
+        "ԁ": "d",
+        "ԛ": "q",
+        "ԝ": "w",
+        "ӏ": "l",
+        # Greek
+        "α": "a",
+        "β": "b",
+        "ε": "e",
+        "ι": "i",
+        "κ": "k",
+        "ν": "v",
+        "ο": "o",
+        "ρ": "p",
+        "τ": "t",
+        "υ": "u",
+        "χ": "x",
+        "ω": "w",
+        # The Chinese zero is a digit that looks like a circle; NFKC leaves it alone.
+        "〇": "0",
+        # "+V信" and "➕v" mean "加V信": keep the word before symbols are removed.
+        "+": "加",
+        "➕": "加",
+        "＋": "加",
+    }
+)
 
 # (pattern, replacement, why). Applied to the key after separators are removed, so "v 信" is
 # already "v信". Each entry is a spelling used to dodge keyword filters, found in ad and scam copy.
 VARIANTS: list[tuple[str, str, str]] = [
-    (r"(?:威|薇|微|徽|维|喂|危|v|w)(?:信|芯|xin)|vx|wx|weixin|wechat|微x|威x|薇x", "微信",
-     "WeChat: homophones (威信, 薇信, 维信), letters (V信, vx, wx) and pinyin for 微信"),
+    (
+        r"(?:威|薇|微|徽|维|喂|危|v|w)(?:信|芯|xin)|vx|wx|weixin|wechat|微x|威x|薇x",
+        "微信",
+        "WeChat: homophones (威信, 薇信, 维信), letters (V信, vx, wx) and pinyin for 微信",
+    ),
     (r"扣扣|叩叩|企鹅号|qq号|q号", "qq", "QQ: 扣扣 is its homophone nickname, 企鹅 its mascot"),
     (r"(?<=qq|扣扣|叩叩|微信|威信|薇信|vx|wx)裙", "群", "群 (group) written as its homophone 裙 after QQ/WeChat"),
     (r"兼值|兼织|兼只", "兼职", "兼职 (part-time job) scams written with homophones"),

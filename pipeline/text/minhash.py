@@ -18,6 +18,7 @@ Candidates. Keys that share a band hash; huge buckets are capped, see `candidate
 
 Jaccard: pipeline/text/jaccard.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -152,7 +153,7 @@ def _distinct_ngrams(keys: list[str], n: int) -> tuple[np.ndarray, np.ndarray, i
     for lo in range(0, len(keys), step):
         hi = min(len(keys), lo + step)
         owner = np.repeat(np.arange(hi - lo, dtype=np.uint64), counts[lo:hi])
-        merged = _sorted_unique((owner << _U64(gram_bits)) | codes[offsets[lo]:offsets[hi]])
+        merged = _sorted_unique((owner << _U64(gram_bits)) | codes[offsets[lo] : offsets[hi]])
         kept_codes.append(merged & _U64((1 << gram_bits) - 1))
         kept_counts.append(np.bincount((merged >> _U64(gram_bits)).astype(np.int64), minlength=hi - lo))
     return np.concatenate(kept_codes), np.concatenate(kept_counts), gram_bits, alphabet
@@ -223,7 +224,7 @@ def signatures(keys: list[str], n: int, num_perm: int, seed: int) -> np.ndarray:
             continue
         width = int(widths[group[0]])
         for lo in range(0, len(group), block):
-            rows = group[lo:lo + block]
+            rows = group[lo : lo + block]
             x = x32[np.minimum(np.arange(width), counts[rows, None] - 1) + offsets[rows, None]]
             acc = np.full((len(rows), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
             tmp = np.empty_like(acc)
@@ -249,7 +250,7 @@ def band_hashes(sigs: np.ndarray, bands: int) -> np.ndarray:
     salt = np.array(_splitmix64(bands, bands), dtype=np.uint64)
     out = np.empty((num, bands), dtype=np.uint64)
     for lo in range(0, num, _BAND_BLOCK_ROWS):  # blocks that stay in cache: ~5x faster than one pass
-        grid = sigs[lo:lo + _BAND_BLOCK_ROWS].reshape(-1, bands, rows)
+        grid = sigs[lo : lo + _BAND_BLOCK_ROWS].reshape(-1, bands, rows)
         h = np.tile(salt, (len(grid), 1))
         # Two 32-bit values per 64-bit word, combined arithmetically (not by a memory view) so the
         # result does not depend on the platform's byte order.
@@ -259,7 +260,7 @@ def band_hashes(sigs: np.ndarray, bands: int) -> np.ndarray:
                 word |= grid[:, :, j + 1]
             h ^= word
             _fmix64(h)
-        out[lo:lo + _BAND_BLOCK_ROWS] = h
+        out[lo : lo + _BAND_BLOCK_ROWS] = h
     return out
 
 

@@ -3,6 +3,7 @@
 `normalize_text` makes the `text_norm` column: the form every later stage (embedding, dedup, topics,
 flags) reads. The original `text` is never changed.
 """
+
 from __future__ import annotations
 
 import re

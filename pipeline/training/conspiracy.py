@@ -9,6 +9,7 @@ by 5-fold cross-validation grouped by thread; `metrics` in head.json records pre
 the rules, the model, and rules + weight x model. Their weights in the flag and the thresholds are
 chosen on real comments (benchmarks/real_flags.py, dev split), never on the rows they learn from.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,7 @@ def own_rows(own_csvs: list[Path]) -> pl.DataFrame:
         if "split" in df.columns:
             df = df.filter(pl.col("split") != "test")
         group = pl.col("thread") if "thread" in df.columns else pl.col("id")
-        frames.append(df.select("text", pl.col("conspiracy").cast(pl.Int64),
-                                (pl.lit(path.stem + ":") + group).alias("group")))
+        frames.append(df.select("text", pl.col("conspiracy").cast(pl.Int64), (pl.lit(path.stem + ":") + group).alias("group")))
     return pl.concat(frames)
 
 
@@ -87,21 +87,38 @@ def train(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
             oof[C][test_idx] = _fit(vectors[train_idx], y[train_idx], C, seed).predict_proba(vectors[test_idx])[:, 1]
     grid = {C: _best_threshold(y, oof[C]) for C in C_GRID}
     C = max(C_GRID, key=lambda c: grid[c]["best"]["f1"])
-    table = {"rules": _best_threshold(y, rules), "model": grid[C],
-             **{f"rules+{w}*model": _best_threshold(y, 1 - (1 - rules) * (1 - w * oof[C])) for w in (0.5, 1.0)}}
+    table = {
+        "rules": _best_threshold(y, rules),
+        "model": grid[C],
+        **{f"rules+{w}*model": _best_threshold(y, 1 - (1 - rules) * (1 - w * oof[C])) for w in (0.5, 1.0)},
+    }
 
     clf = _fit(vectors, y, C, seed)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    metrics = {"cross_validated_on": [p.name for p in own_csvs], "rows": len(y), "positives": int(y.sum()),
-               "groups": data["group"].n_unique(), "folds": "5, grouped by thread (StratifiedGroupKFold)",
-               "seed": seed, "C": C, "max_clean_flagged": MAX_CLEAN_FLAGGED, "by_signal": table,
-               "grid_f1": {str(c): grid[c]["best"]["f1"] for c in C_GRID},
-               "seconds": round(time.perf_counter() - start, 1)}
-    meta = {"format_version": 1, "kind": "logistic regression on frozen e5 embeddings",
-            "embed_model": embedder.model_id(cfg.embed), "coef": clf.coef_[0].tolist(),
-            "intercept": float(clf.intercept_[0]), "train_positive_rate": round(float(y.mean()), 4), "metrics": metrics}
+    metrics = {
+        "cross_validated_on": [p.name for p in own_csvs],
+        "rows": len(y),
+        "positives": int(y.sum()),
+        "groups": data["group"].n_unique(),
+        "folds": "5, grouped by thread (StratifiedGroupKFold)",
+        "seed": seed,
+        "C": C,
+        "max_clean_flagged": MAX_CLEAN_FLAGGED,
+        "by_signal": table,
+        "grid_f1": {str(c): grid[c]["best"]["f1"] for c in C_GRID},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    meta = {
+        "format_version": 1,
+        "kind": "logistic regression on frozen e5 embeddings",
+        "embed_model": embedder.model_id(cfg.embed),
+        "coef": clf.coef_[0].tolist(),
+        "intercept": float(clf.intercept_[0]),
+        "train_positive_rate": round(float(y.mean()), 4),
+        "metrics": metrics,
+    }
     (tmp / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     positives = np.flatnonzero(y == 1)
     pl.DataFrame({"text": [data["text"][int(i)] for i in positives], "vector": vectors[positives]}).write_parquet(tmp / EXAMPLES_FILE)
@@ -112,11 +129,18 @@ def train(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
 def _best_threshold(y: np.ndarray, score: np.ndarray) -> dict:
     """Precision, recall, F1 and clean-flagged share at 0.5, and at the F1-best threshold that
     flags at most MAX_CLEAN_FLAGGED of the clean comments."""
+
     def at(t: float) -> dict:
         pred = score >= t
         p, r, f1 = precision_recall_f1(y, pred)
-        return {"threshold": round(float(t), 2), "precision": round(p, 3), "recall": round(r, 3), "f1": round(f1, 3),
-                "clean_flagged": round(float((pred & (y == 0)).sum() / max(1, int((y == 0).sum()))), 3)}
+        return {
+            "threshold": round(float(t), 2),
+            "precision": round(p, 3),
+            "recall": round(r, 3),
+            "f1": round(f1, 3),
+            "clean_flagged": round(float((pred & (y == 0)).sum() / max(1, int((y == 0).sum()))), 3),
+        }
+
     options = [at(t) for t in np.arange(0.30, 0.96, 0.025)]
     within = [m for m in options if m["clean_flagged"] <= MAX_CLEAN_FLAGGED] or options[-1:]
     return {"at_0.5": at(0.5), "best": max(within, key=lambda m: (m["f1"], m["threshold"]))}
@@ -152,15 +176,30 @@ def train_ngram(own_csvs: list[Path], out_dir: Path, seed: int = 0) -> dict:
         p = expit(logit(np.clip(oof, 1e-6, 1 - 1e-6)) + logit(prior) - logit(rate))
         flagged = (1 - (1 - rules) * (1 - p)) >= 0.5
         prec, rec, f1 = precision_recall_f1(y, flagged)
-        cv[str(prior)] = {"precision": round(prec, 3), "recall": round(rec, 3), "f1": round(f1, 3),
-                          "clean_flagged": round(float(flagged[y == 0].mean()), 4)}
+        cv[str(prior)] = {
+            "precision": round(prec, 3),
+            "recall": round(rec, 3),
+            "f1": round(f1, 3),
+            "clean_flagged": round(float(flagged[y == 0].mean()), 4),
+        }
     vec, clf = offence_ngram.fit_sklearn(texts, y, ngram_range=NGRAM_RANGE, C=1.0, seed=seed)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    offence_ngram.save_model(vec, clf, tmp, 0.5, rate, predicts="probability that a comment is a conspiracy claim (input: pipeline.text.match_key.match_key of the normalised text)",
-                             training={"data": [p.name for p in own_csvs], "rows": len(y), "positives": int(y.sum()),
-                                       "ngram_range": list(NGRAM_RANGE), "C": 1.0,
-                                       "cross_validated": {"folds": "5, grouped by thread", "seed": seed,
-                                                           "rules_plus_model_by_prior": cv}})
+    offence_ngram.save_model(
+        vec,
+        clf,
+        tmp,
+        0.5,
+        rate,
+        predicts="probability that a comment is a conspiracy claim (input: pipeline.text.match_key.match_key of the normalised text)",
+        training={
+            "data": [p.name for p in own_csvs],
+            "rows": len(y),
+            "positives": int(y.sum()),
+            "ngram_range": list(NGRAM_RANGE),
+            "C": 1.0,
+            "cross_validated": {"folds": "5, grouped by thread", "seed": seed, "rules_plus_model_by_prior": cv},
+        },
+    )
     replace_dir(tmp, out_dir)
     return {"rows": len(y), "positives": int(y.sum()), "cv_by_prior": cv}

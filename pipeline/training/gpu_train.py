@@ -16,6 +16,7 @@ this script and what it imports (pipeline.models.offence_encoder, pipeline.model
 pipeline.training's offence_encoder, lora, metrics and offence_data) import nothing else at module
 level. The training functions are the ones `python -m pipeline train-flags --encoder` runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,9 +96,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many train and dev rows")
     ap.add_argument("--epochs", type=int, default=0, help="override every variant's epochs")
     ap.add_argument("--time-budget", type=float, default=0, help="start no variant after this many seconds")
-    ap.add_argument("--adapt", action="store_true",
-                    help="after each 'top' variant, adapt it as `train-flags --adapt-encoder` does (own train rows x3 "
-                         "+ 3,000 COLD rows, lr 2e-5, epoch chosen on the own held-out rows) and save that too")
+    ap.add_argument(
+        "--adapt",
+        action="store_true",
+        help="after each 'top' variant, adapt it as `train-flags --adapt-encoder` does (own train rows x3 "
+        "+ 3,000 COLD rows, lr 2e-5, epoch chosen on the own held-out rows) and save that too",
+    )
     args = ap.parse_args()
     t_start = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,14 +133,32 @@ def main() -> None:
                 results["e5_states"] = {"rows": int(len(need)), "seconds": time.time() - t0}
                 print("e5 states", json.dumps(results["e5_states"]), flush=True)
             model = oe.ExtraLayersClassifier.from_bert(bert, size)
-            best = train_oe.train_on_states(model, [states[i] for i in train_idx], labels[train_idx],
-                                            [states[i] for i in dev_idx], dev_y, device=device, epochs=epochs, lr=lr,
-                                            seed=0, log=lambda s, n=name: print(n, s, flush=True))
-            results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
-                             "trainable": train_oe.count_trainable(model), "train_rows": int(len(train_idx)),
-                             "seconds": time.time() - t0, "best_epoch": best["epoch"],
-                             "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
-                             "history": best["history"]}
+            best = train_oe.train_on_states(
+                model,
+                [states[i] for i in train_idx],
+                labels[train_idx],
+                [states[i] for i in dev_idx],
+                dev_y,
+                device=device,
+                epochs=epochs,
+                lr=lr,
+                seed=0,
+                log=lambda s, n=name: print(n, s, flush=True),
+            )
+            results[name] = {
+                "kind": kind,
+                "size": size,
+                "lr": lr,
+                "epochs": epochs,
+                "swsr": use_swsr,
+                "trainable": train_oe.count_trainable(model),
+                "train_rows": int(len(train_idx)),
+                "seconds": time.time() - t0,
+                "best_epoch": best["epoch"],
+                "dev_macro_f1": best["dev_macro_f1"],
+                "threshold": best["threshold"],
+                "history": best["history"],
+            }
             probs[name] = best["dev_prob"]
             if len(own_idx):
                 model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
@@ -159,27 +181,47 @@ def main() -> None:
         model = oe.OffenceClassifier(bert)
         t0 = time.time()
         also = ([seqs[i] for i in own_idx], labels[own_idx]) if "_own" in name and len(own_idx) else None
-        best = train_oe.train(model, [seqs[i] for i in train_idx], labels[train_idx], dev_seqs, dev_y, device=device,
-                              epochs=epochs, lr=lr, seed=0, pad_id=pad, also_choose_on=also,
-                              log=lambda s, n=name: print(n, s, flush=True))
-        results[name] = {"kind": kind, "size": size, "lr": lr, "epochs": epochs, "swsr": use_swsr,
-                         "trainable": train_oe.count_trainable(model), "train_rows": int(len(train_idx)),
-                         "seconds": time.time() - t0, "best_epoch": best["epoch"],
-                         "dev_macro_f1": best["dev_macro_f1"], "threshold": best["threshold"],
-                         "history": best["history"]}
+        best = train_oe.train(
+            model,
+            [seqs[i] for i in train_idx],
+            labels[train_idx],
+            dev_seqs,
+            dev_y,
+            device=device,
+            epochs=epochs,
+            lr=lr,
+            seed=0,
+            pad_id=pad,
+            also_choose_on=also,
+            log=lambda s, n=name: print(n, s, flush=True),
+        )
+        results[name] = {
+            "kind": kind,
+            "size": size,
+            "lr": lr,
+            "epochs": epochs,
+            "swsr": use_swsr,
+            "trainable": train_oe.count_trainable(model),
+            "train_rows": int(len(train_idx)),
+            "seconds": time.time() - t0,
+            "best_epoch": best["epoch"],
+            "dev_macro_f1": best["dev_macro_f1"],
+            "threshold": best["threshold"],
+            "history": best["history"],
+        }
         probs[name] = best["dev_prob"]
         if len(own_idx):  # the held-out half of the project's own sets, with the best epoch's weights
             model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
             probs[f"{name}_own_heldout"] = 1 / (1 + np.exp(-oe.predict_logits(model, [seqs[i] for i in own_idx], device, pad_id=pad)))
             probs["own_heldout_y"] = labels[own_idx]
         if name != "full":  # the full model is a reference only: too big to ship
-            state = {k: (v.half() if kind == "top" and not k.startswith("head.") else v).contiguous()
-                     for k, v in best["state"].items()}
+            state = {k: (v.half() if kind == "top" and not k.startswith("head.") else v).contiguous() for k, v in best["state"].items()}
             save_file(state, str(args.out / f"{name}.safetensors"))
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "history"}), flush=True)
         if args.adapt and kind == "top" and len(own_idx):
-            adapt(model, best, name, seqs, labels, source, dev_seqs, dev_y, own_idx, pad, device, args.out, results, probs,
-                  limit=args.limit)
+            adapt(
+                model, best, name, seqs, labels, source, dev_seqs, dev_y, own_idx, pad, device, args.out, results, probs, limit=args.limit
+            )
         del model, bert
         torch.cuda.empty_cache()
         np.savez_compressed(args.out / "dev_probs.npz", **probs)  # after every variant: a cut-off run keeps them
@@ -188,8 +230,23 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
 
-def adapt(model, best: dict, name: str, seqs, labels, source, dev_seqs, dev_y, own_idx, pad: int, device: str,
-          out: Path, results: dict, probs: dict, limit: int = 0) -> None:
+def adapt(
+    model,
+    best: dict,
+    name: str,
+    seqs,
+    labels,
+    source,
+    dev_seqs,
+    dev_y,
+    own_idx,
+    pad: int,
+    device: str,
+    out: Path,
+    results: dict,
+    probs: dict,
+    limit: int = 0,
+) -> None:
     """Continue from the variant's best epoch the way `train-flags --adapt-encoder` does, on the same
     rows (the bundle keeps COLD train in its order, so the seeded replay sample is the same)."""
     import random
@@ -201,18 +258,38 @@ def adapt(model, best: dict, name: str, seqs, labels, source, dev_seqs, dev_y, o
     idx = np.concatenate([np.where(source == 3)[0]] * ADAPT["own_repeat"] + [replay])
     if limit:  # smoke test
         idx = np.random.default_rng(0).permutation(idx)[:limit]
-    adapted = train_oe.train(model, [seqs[i] for i in idx], labels[idx], [seqs[i] for i in own_idx], labels[own_idx],
-                             device=device, epochs=ADAPT["epochs"], lr=ADAPT["lr"], head_lr=ADAPT["lr"] * 5, seed=0,
-                             pad_id=pad, log=lambda s: print(f"{name}_adapt", s, flush=True))
+    adapted = train_oe.train(
+        model,
+        [seqs[i] for i in idx],
+        labels[idx],
+        [seqs[i] for i in own_idx],
+        labels[own_idx],
+        device=device,
+        epochs=ADAPT["epochs"],
+        lr=ADAPT["lr"],
+        head_lr=ADAPT["lr"] * 5,
+        seed=0,
+        pad_id=pad,
+        log=lambda s: print(f"{name}_adapt", s, flush=True),
+    )
     model.load_state_dict({k: v.to(device) for k, v in adapted["state"].items()}, strict=False)
     dev_prob = 1 / (1 + np.exp(-oe.predict_logits(model, dev_seqs, device, pad_id=pad)))
     key = f"{name}_adapt"
     probs[key], probs[f"{key}_own_heldout"] = dev_prob, adapted["dev_prob"]
-    results[key] = {"from": name, **ADAPT, "train_rows": int(len(idx)), "seconds": time.time() - t0,
-                    "best_epoch": adapted["epoch"], "own_heldout_macro_f1": adapted["dev_macro_f1"],
-                    "dev_macro_f1": best_threshold(dev_y, dev_prob)[1], "history": adapted["history"]}
-    save_file({k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in adapted["state"].items()},
-              str(out / f"{key}.safetensors"))
+    results[key] = {
+        "from": name,
+        **ADAPT,
+        "train_rows": int(len(idx)),
+        "seconds": time.time() - t0,
+        "best_epoch": adapted["epoch"],
+        "own_heldout_macro_f1": adapted["dev_macro_f1"],
+        "dev_macro_f1": best_threshold(dev_y, dev_prob)[1],
+        "history": adapted["history"],
+    }
+    save_file(
+        {k: (v.half() if not k.startswith("head.") else v).contiguous() for k, v in adapted["state"].items()},
+        str(out / f"{key}.safetensors"),
+    )
     print(key, json.dumps({k: v for k, v in results[key].items() if k != "history"}), flush=True)
 
 

@@ -4,6 +4,7 @@ Only training wraps layers in `LoRALinear`; loading a shipped kind "lora" encode
 products into the base weights instead (pipeline.models.offence_encoder.lora_deltas / merge_lora),
 so inference costs nothing extra per token.
 """
+
 from __future__ import annotations
 
 import math

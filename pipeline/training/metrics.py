@@ -5,6 +5,7 @@ One copy for every model, so that a "macro-F1" in one model.json is the same num
 `y` (the same per-class 2tp / (2tp + fp + fn), averaged), without the import, so the GPU training
 script (pipeline/training/gpu_train.py, torch only) can use it too.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,7 @@ def macro_f1_at(y: np.ndarray, prob: np.ndarray, threshold: float) -> float:
     return macro_f1(y, (prob >= threshold).astype(np.int64))
 
 
-def best_threshold(y: np.ndarray, prob: np.ndarray, grid: np.ndarray = GRID,
-                   near: float | None = None) -> tuple[float, float]:
+def best_threshold(y: np.ndarray, prob: np.ndarray, grid: np.ndarray = GRID, near: float | None = None) -> tuple[float, float]:
     """(threshold on `grid` with the best macro-F1, that macro-F1). Ties go to the lowest threshold,
     or, with `near`, to the one nearest `near` (scores within 1e-12 count as tied)."""
     scores = np.array([macro_f1_at(y, prob, t) for t in grid])

@@ -6,6 +6,7 @@ that rebuilds it. Training writes it at the end of a run; `python -m pipeline.tr
 rewrites every card from the files in models/, and a test checks that each card on disk is what its
 metadata gives, so a card cannot drift from the model it describes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,19 +19,25 @@ CARD = "MODEL_CARD.md"
 # The metadata file of each shipped model and the one command that rebuilds it from HEAD.
 SHIPPED = {
     "offence": ("model.json", "python -m pipeline train-flags  (COLD in ../shared/datasets/cold; refits both encoders' blends)"),
-    "offence_encoder": ("model.json", "python -m pipeline train-flags --encoder --device cuda, then "
-                        "python -m pipeline train-flags --adapt-encoder  (CPU)"),
+    "offence_encoder": (
+        "model.json",
+        "python -m pipeline train-flags --encoder --device cuda, then python -m pipeline train-flags --adapt-encoder  (CPU)",
+    ),
     "offence_encoder_extra": ("model.json", "python -m pipeline train-flags --extra-encoder --device cuda"),
     "conspiracy": ("head.json", "python -m pipeline train-flags --conspiracy-only"),
     "conspiracy_ngram": ("model.json", "python -m pipeline train-flags --conspiracy-only"),
 }
-LICENCES = ("COLD (thu-coai/COLDataset): Apache-2.0. SWSR: MIT. The project's own labelled sets "
-            "(pipeline/training/data/, written by this project): this repository's licence. No Weibo "
-            "benchmark text (no licence) trains any shipped weight.")
-TESTS = ("Numbers here are development numbers (chosen or cross-validated on the data named above). "
-         "Real-comment dev and test numbers: models/README.md, 'Measured on real comments' "
-         "(benchmarks/real_flags.py). COLD's test split, ToxiCN and ToxiCloakCN are checks run by others; "
-         "they are never read here.")
+LICENCES = (
+    "COLD (thu-coai/COLDataset): Apache-2.0. SWSR: MIT. The project's own labelled sets "
+    "(pipeline/training/data/, written by this project): this repository's licence. No Weibo "
+    "benchmark text (no licence) trains any shipped weight."
+)
+TESTS = (
+    "Numbers here are development numbers (chosen or cross-validated on the data named above). "
+    "Real-comment dev and test numbers: models/README.md, 'Measured on real comments' "
+    "(benchmarks/real_flags.py). COLD's test split, ToxiCN and ToxiCloakCN are checks run by others; "
+    "they are never read here."
+)
 # Long lists and per-epoch logs that say nothing a reader needs.
 SKIP = {"coef", "features", "history", "libraries", "weights", "examples"}
 

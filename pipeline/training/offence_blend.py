@@ -7,6 +7,7 @@ are also in train) and the held-out rows of the project's own sets (news-thread 
 offence is mostly contempt for a person). Fitted on COLD alone, it trusted the encoder's COLD habits
 on news threads too.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,12 @@ def fit(parts: dict[str, tuple[np.ndarray, np.ndarray]], folds: int = 5, seed: i
         model = LogisticRegression().fit(X[train_idx], y[train_idx], sample_weight=weight[train_idx])
         pred[test_idx] = model.predict(X[test_idx])
     full = LogisticRegression().fit(X, y, sample_weight=weight)
-    return {"encoder": round(float(full.coef_[0][0]), 3), "ngram": round(float(full.coef_[0][1]), 3),
-            "bias": round(float(full.intercept_[0]), 3),
-            "cv_macro_f1": {name: round(macro_f1(y[part_of == i], pred[part_of == i]), 4)
-                            for i, name in enumerate(parts)}}
+    return {
+        "encoder": round(float(full.coef_[0][0]), 3),
+        "ngram": round(float(full.coef_[0][1]), 3),
+        "bias": round(float(full.intercept_[0]), 3),
+        "cv_macro_f1": {name: round(macro_f1(y[part_of == i], pred[part_of == i]), 4) for i, name in enumerate(parts)},
+    }
 
 
 def refit(encoder_dir: Path, ngram_dir: Path, cold_dir: Path, own_sets: list[Path], log=print) -> dict:
@@ -61,8 +64,10 @@ def refit(encoder_dir: Path, ngram_dir: Path, cold_dir: Path, own_sets: list[Pat
         log(f"blend: scoring {len(rows)} {name} rows")
         parts[name] = (features(encoder, ngram, [t for t, _ in rows]), np.array([y for _, y in rows]))
     blend = fit(parts)
-    blend["fitted"] = (f"logistic regression on COLD dev without train texts ({len(cold_dev)} rows) and the own sets' "
-                       f"held-out rows ({len(heldout)}), each counting half; 5-fold CV macro-F1 per part")
+    blend["fitted"] = (
+        f"logistic regression on COLD dev without train texts ({len(cold_dev)} rows) and the own sets' "
+        f"held-out rows ({len(heldout)}), each counting half; 5-fold CV macro-F1 per part"
+    )
     meta_path = encoder_dir / "model.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["blend_with_ngram"] = blend

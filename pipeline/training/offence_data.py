@@ -5,6 +5,7 @@ Plain csv, no polars: the GPU bundle script (pipeline/training/gpu_bundle.py) re
 through this too, and the encoder training modules stay importable without the project's other
 dependencies.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,10 @@ def own_split(row: dict) -> str:
         return split
     digits = (row.get("id") or "").lstrip("abcdefghijklmnopqrstuvwxyz_")
     if not digits.isdigit():
-        raise ValueError(f"row id {row.get('id')!r}: without a split column (train / heldout / test) a labelled set "
-                         f"is halved by id, which must be letters then a number, e.g. a012")
+        raise ValueError(
+            f"row id {row.get('id')!r}: without a split column (train / heldout / test) a labelled set "
+            f"is halved by id, which must be letters then a number, e.g. a012"
+        )
     return "train" if int(digits) % 2 == 0 else "heldout"
 
 
@@ -36,13 +39,13 @@ def own_rows(own_sets: list[Path], part: str) -> list[tuple[str, int]]:
     rows = []
     for path in own_sets:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            rows += [(normalize_text(r["text"]), int(r["abusive"]) | int(r["hate"]))
-                     for r in csv.DictReader(f) if own_split(r) == part]
+            rows += [(normalize_text(r["text"]), int(r["abusive"]) | int(r["hate"])) for r in csv.DictReader(f) if own_split(r) == part]
     return rows
 
 
 def training_texts(cold_dir: Path, own_sets: list[Path]) -> tuple[list[str], list[int], list[tuple[str, int]], list[tuple[str, int]]]:
     """Normalised (COLD train texts, labels, COLD dev pairs without train texts, own training pairs)."""
+
     def read_csv(path: Path) -> list[dict]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             return list(csv.DictReader(f))

@@ -8,6 +8,7 @@ describes, and README.md and metrics.json beside them.
     python -m pipeline.training.offence_ngram --cold ../shared/datasets/cold --swsr ../shared/datasets/swsr \
         --out models/offence
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ from pipeline.models.offence_ngram import FORMAT_VERSION, MODEL_FILE, VOCAB_FILE
 from pipeline.text.normalize import normalize_text
 from pipeline.training.metrics import best_threshold, macro_f1_at
 from pipeline.training.offence_data import own_rows
+from pipeline.training.offence_ngram_readme import readme
 
 METRICS_FILE = "metrics.json"
 
@@ -59,6 +61,7 @@ THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.005), 3)
 
 
 # ---------------------------------------------------------------------------------------- data
+
 
 def _read_cold(path: Path) -> tuple[list[str], np.ndarray]:
     df = pl.read_csv(path, columns=["TEXT", "label"])
@@ -98,13 +101,27 @@ def training_rows(cold_dir: Path, own_sets: list[Path] = (), own_repeat: int = O
 
 # ------------------------------------------------------------------------------------ fitting
 
-def fit_sklearn(texts_norm: list[str], labels: np.ndarray, ngram_range: tuple[int, int] = (1, 3),
-                min_df: int = MIN_DF, C: float = 4.0, seed: int = 0,
-                vocabulary: list[str] | None = None) -> tuple[TfidfVectorizer, LogisticRegression]:
+
+def fit_sklearn(
+    texts_norm: list[str],
+    labels: np.ndarray,
+    ngram_range: tuple[int, int] = (1, 3),
+    min_df: int = MIN_DF,
+    C: float = 4.0,
+    seed: int = 0,
+    vocabulary: list[str] | None = None,
+) -> tuple[TfidfVectorizer, LogisticRegression]:
     """Fit the vectoriser and classifier in memory. With `vocabulary`, only those n-grams are used."""
-    vec = TfidfVectorizer(analyzer="char", ngram_range=ngram_range, lowercase=True, sublinear_tf=True,
-                          norm="l2", min_df=1 if vocabulary is not None else min_df, vocabulary=vocabulary,
-                          dtype=np.float64)
+    vec = TfidfVectorizer(
+        analyzer="char",
+        ngram_range=ngram_range,
+        lowercase=True,
+        sublinear_tf=True,
+        norm="l2",
+        min_df=1 if vocabulary is not None else min_df,
+        vocabulary=vocabulary,
+        dtype=np.float64,
+    )
     X = vec.fit_transform(texts_norm)
     # liblinear: fast on sparse binary problems, deterministic given random_state.
     clf = LogisticRegression(C=C, solver="liblinear", random_state=seed).fit(X, labels)
@@ -116,36 +133,52 @@ def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return best_threshold(y, p, THRESHOLDS, near=0.5)[0]
 
 
-def _grid(train_x: list[str], train_y: np.ndarray, dev_x: list[str], dev_y: np.ndarray,
-          seed: int) -> list[dict]:
+def _grid(train_x: list[str], train_y: np.ndarray, dev_x: list[str], dev_y: np.ndarray, seed: int) -> list[dict]:
     rows = []
     for ngram_range in NGRAM_GRID:
         # One vectoriser per n-gram range; C only changes the classifier.
-        vec = TfidfVectorizer(analyzer="char", ngram_range=ngram_range, lowercase=True, sublinear_tf=True,
-                              norm="l2", min_df=MIN_DF, dtype=np.float64)
+        vec = TfidfVectorizer(
+            analyzer="char", ngram_range=ngram_range, lowercase=True, sublinear_tf=True, norm="l2", min_df=MIN_DF, dtype=np.float64
+        )
         X, Xd = vec.fit_transform(train_x), vec.transform(dev_x)
         for C in C_GRID:
             clf = LogisticRegression(C=C, solver="liblinear", random_state=seed).fit(X, train_y)
             p = clf.predict_proba(Xd)[:, 1]
-            rows.append({"ngram_range": list(ngram_range), "min_df": MIN_DF, "C": C,
-                         "n_features": X.shape[1], "dev_macro_f1_at_0.5": round(macro_f1_at(dev_y, p, 0.5), 4)})
+            rows.append(
+                {
+                    "ngram_range": list(ngram_range),
+                    "min_df": MIN_DF,
+                    "C": C,
+                    "n_features": X.shape[1],
+                    "dev_macro_f1_at_0.5": round(macro_f1_at(dev_y, p, 0.5), 4),
+                }
+            )
     return rows
 
 
 # ------------------------------------------------------------------------------------ saving
 
-def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, threshold: float,
-               train_positive_rate: float, training: dict | None = None,
-               predicts: str = "probability that a comment is offensive (COLD label 1)") -> Path:
+
+def save_model(
+    vec: TfidfVectorizer,
+    clf: LogisticRegression,
+    out_dir: Path,
+    threshold: float,
+    train_positive_rate: float,
+    training: dict | None = None,
+    predicts: str = "probability that a comment is offensive (COLD label 1)",
+) -> Path:
     """Write vocab.parquet and model.json into out_dir (created if needed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     terms = vec.get_feature_names_out().tolist()
-    table = pa.table({
-        "term": pa.array(terms, pa.string()),
-        "idf": pa.array(vec.idf_, pa.float64()),
-        # float64 so that loading gives back exactly the trained weights, not just nearly.
-        "coef": pa.array(clf.coef_[0], pa.float64()),
-    })
+    table = pa.table(
+        {
+            "term": pa.array(terms, pa.string()),
+            "idf": pa.array(vec.idf_, pa.float64()),
+            # float64 so that loading gives back exactly the trained weights, not just nearly.
+            "coef": pa.array(clf.coef_[0], pa.float64()),
+        }
+    )
     pq.write_table(table, out_dir / VOCAB_FILE, compression="zstd")
     meta = {
         "format_version": FORMAT_VERSION,
@@ -161,12 +194,24 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
         "threshold": float(threshold),
         # The share of offensive rows it was trained on: the prior its probabilities assume.
         "train_positive_rate": round(float(train_positive_rate), 6),
-        "features": {"file": VOCAB_FILE, "n_features": len(terms), "sha256": file_sha256(out_dir / VOCAB_FILE),
-                     "columns": {"term": "character n-gram (lower-cased)", "idf": "inverse document frequency",
-                                 "coef": "logistic-regression weight"}},
+        "features": {
+            "file": VOCAB_FILE,
+            "n_features": len(terms),
+            "sha256": file_sha256(out_dir / VOCAB_FILE),
+            "columns": {
+                "term": "character n-gram (lower-cased)",
+                "idf": "inverse document frequency",
+                "coef": "logistic-regression weight",
+            },
+        },
         "training": training or {},
-        "libraries": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-                      "numpy": np.__version__, "scipy": scipy.__version__, "pyarrow": pa.__version__},
+        "libraries": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "pyarrow": pa.__version__,
+        },
     }
     (out_dir / MODEL_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out_dir
@@ -174,76 +219,10 @@ def save_model(vec: TfidfVectorizer, clf: LogisticRegression, out_dir: Path, thr
 
 # ------------------------------------------------------------------------------------ training
 
-def _readme(metrics: dict, command: str) -> str:
-    p = metrics["params"]
-    variants = "\n".join(f"| {name} | {v['best']['ngram_range']} | {v['best']['C']} | {v['best']['dev_macro_f1_at_0.5']} |"
-                         for name, v in metrics["variants"].items())
-    return f"""# Offence model (char n-gram TF-IDF + logistic regression)
 
-Probability that a Chinese comment is offensive (COLD's label 1), used by the flag stage
-(`pipeline/stages/flag.py`) through `pipeline.models.offence_ngram.OffenceModel`. It is trained on, and
-must be given, text normalised by `pipeline.text.normalize.normalize_text` (the `text_norm` column).
-
-## Files
-- `vocab.parquet`: term (character n-gram, lower-cased), idf, coef; {metrics['n_features']:,} features.
-- `model.json`: intercept, analyzer (char {p['ngram_range']}, lowercase, sublinear tf, l2 norm),
-  threshold, training description, library versions, format version, sha256 of vocab.parquet.
-- `metrics.json`: dev metrics, chosen parameters, the grid.
-
-No pickle: the files are read with pyarrow and json, so the model survives library upgrades.
-
-## Data and licences
-- COLD, thu-coai/COLDataset, Apache-2.0: train.csv ({metrics['train_rows']['cold']:,} rows) for
-  training; dev.csv for every choice, after dropping {metrics['dev_rows_dropped']} rows that are
-  near-copies (the dedup matching key) of a train text ({metrics['dev_rows']:,} rows left).
-- The project's own labelled sets (pipeline/training/data, written by this project; pipeline/training/data/README.md):
-  {metrics['train_rows'].get('own', 0):,} training rows (abusive or hate = 1), each repeated
-  x{metrics['train_rows'].get('own_repeat', 0)} (the repeat chosen on the hand-labelled real dev split by
-  `benchmarks/offence_own_repeat.py`); their held-out and test rows never train.
-- SWSR SexComment, aggiejiang/SWSR, MIT: tried as extra training data;
-  {'used' if metrics['used_swsr'] else 'not used: it lowered macro-F1 on COLD dev'}.
-
-| training data | best n-grams | best C | dev macro-F1 at 0.5 |
-|---|---|---|---|
-{variants}
-
-## Chosen model
-char {p['ngram_range']}-grams, min_df {p['min_df']}, C {p['C']}, keeping the
-{p['keep_fraction']:.0%} of features with the largest |coef| (refit on them).
-Trained on COLD train + the own sets' train rows{' + SWSR SexComment' if metrics['used_swsr'] else ''}; COLD dev is held out so
-that the numbers below and the threshold describe this exact model.
-
-| COLD dev (deduplicated) | value |
-|---|---|
-| macro-F1 at threshold {metrics['threshold']} | {metrics['dev_macro_f1']} |
-| accuracy at threshold {metrics['threshold']} | {metrics['dev_accuracy']} |
-| macro-F1 at 0.5 | {metrics['dev_macro_f1_at_0.5']} |
-
-COLD dev comes from the same distribution as train; on COLD's held-out test split this model type
-scores about 0.795 macro-F1 (shared/notes/offence-baselines.md), and real comments differ again.
-COLD's offensive examples are mostly about groups (race, region, gender); plain personal profanity
-is rarer there and scores lower, which is why the flag stage pairs this model with insult lexicons.
-
-## Use
-```python
-from pipeline.models.offence_ngram import OffenceModel
-model = OffenceModel.load(Path("models/offence"))
-p = model.predict_proba(texts_norm)          # offensive probability per text
-flagged = p >= model.threshold
-evidence = model.top_terms(texts_norm[0], 3)  # [(n-gram, log-odds contribution), ...]
-```
-
-## Rebuild
-From the project root:
-```
-{command}
-```
-({metrics['seconds']} s on the machine that built it; seed {metrics['seed']}, deterministic.)
-"""
-
-
-def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
-          own_sets: list[Path] = (), own_repeat: int = OWN_REPEAT) -> dict:
+def train(
+    cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0, own_sets: list[Path] = (), own_repeat: int = OWN_REPEAT
+) -> dict:
     """Train, choose parameters and threshold on COLD dev, write the model into out_dir.
     `own_sets`: labelled CSVs whose "train" rows (abusive or hate) join the training data.
 
@@ -275,8 +254,7 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
 
     vec, clf = fit_sklearn(x, y, ngram_range, MIN_DF, C, seed)
     full_f1 = macro_f1_at(dev_y, clf.predict_proba(vec.transform(dev_x))[:, 1], 0.5)
-    keep_fraction, prune_log = 1.0, [{"keep_fraction": 1.0, "n_features": len(clf.coef_[0]),
-                                      "dev_macro_f1_at_0.5": round(full_f1, 4)}]
+    keep_fraction, prune_log = (1.0, [{"keep_fraction": 1.0, "n_features": len(clf.coef_[0]), "dev_macro_f1_at_0.5": round(full_f1, 4)}])
     terms, weights = vec.get_feature_names_out(), np.abs(clf.coef_[0])
     for frac in KEEP_FRACTIONS:
         n_keep = int(len(terms) * frac)
@@ -292,12 +270,15 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
     dev_p = clf.predict_proba(vec.transform(dev_x))[:, 1]
     threshold = choose_threshold(dev_y, dev_p)
     training = {
-        "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                 **({"own": [f"{Path(p).name} (train rows, x{own_repeat})" for p in own_sets]} if "own" in rows else {}),
-                 **({"swsr": "aggiejiang/SWSR SexComment.csv (MIT)"} if "swsr" in rows else {})},
+        "data": {
+            "cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
+            **({"own": [f"{Path(p).name} (train rows, x{own_repeat})" for p in own_sets]} if "own" in rows else {}),
+            **({"swsr": "aggiejiang/SWSR SexComment.csv (MIT)"} if "swsr" in rows else {}),
+        },
         "rows": rows,
         "selection": "COLD dev.csv without near-copies of train rows (the dedup matching key)",
-        "dev_rows": len(dev_x), "seed": seed,
+        "dev_rows": len(dev_x),
+        "seed": seed,
         "params": {"ngram_range": list(ngram_range), "min_df": MIN_DF, "C": C, "keep_fraction": keep_fraction},
     }
 
@@ -332,10 +313,13 @@ def train(cold_dir: Path, swsr_dir: Path | None, out_dir: Path, seed: int = 0,
     def shown(path: Path) -> str:  # relative to the project root, so the README reads the same anywhere
         return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
 
-    command = (f"python -m pipeline train-flags --cold {shown(cold_dir)}"
-               + (f" --swsr {shown(swsr_dir)}" if swsr_dir is not None else "") + f" --out {shown(out_dir)}")
+    command = (
+        f"python -m pipeline train-flags --cold {shown(cold_dir)}"
+        + (f" --swsr {shown(swsr_dir)}" if swsr_dir is not None else "")
+        + f" --out {shown(out_dir)}"
+    )
     (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (tmp / "README.md").write_text(_readme(metrics, command), encoding="utf-8")
+    (tmp / "README.md").write_text(readme(metrics, command), encoding="utf-8")
     replace_dir(tmp, out_dir)
     return metrics
 
@@ -348,8 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--swsr", type=Path, default=None, help="folder with SWSR SexComment.csv (optional)")
     ap.add_argument("--out", type=Path, required=True, help="model folder to (over)write")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--own", type=Path, action="append", default=list(OWN_LABELLED_SETS),
-                    help="labelled CSV whose train rows join the training data (default: the project's own sets)")
+    ap.add_argument(
+        "--own",
+        type=Path,
+        action="append",
+        default=list(OWN_LABELLED_SETS),
+        help="labelled CSV whose train rows join the training data (default: the project's own sets)",
+    )
     ap.add_argument("--own-repeat", type=int, default=OWN_REPEAT, help="times each own row is repeated (0: COLD only)")
     args = ap.parse_args(argv)
     metrics = train(args.cold, args.swsr, args.out, args.seed, args.own, args.own_repeat)

@@ -15,6 +15,7 @@ cached in --states-cache (benchmarks/offence_encoder_extra.py reads the same cac
     python -m pipeline.training.package_encoder extra --run .gpu/run_extra --variant extra1_own_lr3e4 \
         --cold ../shared/datasets/cold
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,27 +59,45 @@ def package_top(args) -> None:
     staging.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, staging / "top_layers.safetensors")
     digest = file_sha256(weights)
-    params = {"lr": base["lr"], "head_lr": 1e-3, "epochs": base["epochs"], "best_epoch": base["best_epoch"],
-              "batch_size": 32, "seed": 0, "weight_decay": 0.01, "warmup": 0.06}
+    params = {
+        "lr": base["lr"],
+        "head_lr": 1e-3,
+        "epochs": base["epochs"],
+        "best_epoch": base["best_epoch"],
+        "batch_size": 32,
+        "seed": 0,
+        "weight_decay": 0.01,
+        "warmup": 0.06,
+    }
     meta = {
-        "format_version": 1, "kind": "top", "top_layers": base["size"],
+        "format_version": 1,
+        "kind": "top",
+        "top_layers": base["size"],
         "predicts": "probability that a comment is offensive (COLD label 1, or abusive/hate in the project's own sets)",
         "input": f"text normalised by pipeline.text.normalize.normalize_text, prefixed '{PREFIX}', at most {MAX_TOKENS} tokens",
         "base_model": e5_model.MODEL_ID,
-        "threshold": base["threshold"], "train_positive_rate": float(np.mean(cold_train_y)),
-        "weights": {"file": "top_layers.safetensors", "sha256": digest,
-                    "holds": f"the top {base['size']} encoder layers (float16) and the linear head (float32)"},
+        "threshold": base["threshold"],
+        "train_positive_rate": float(np.mean(cold_train_y)),
+        "weights": {
+            "file": "top_layers.safetensors",
+            "sha256": digest,
+            "holds": f"the top {base['size']} encoder layers (float16) and the linear head (float32)",
+        },
         "training": {
-            "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                     "own": [f"{OWN_DIR}/{p.name} (train rows, x{repeat})" for p in OWN_SETS]},
+            "data": {
+                "cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
+                "own": [f"{OWN_DIR}/{p.name} (train rows, x{repeat})" for p in OWN_SETS],
+            },
             "rows": {"all": base["train_rows"]},
             "selection": f"threshold: COLD dev.csv without rows whose text is in train ({len(cold_dev)} rows); epoch: "
-                         "best mean macro-F1 of COLD dev and the own sets' held-out rows",
-            "params": params, "device": f"{args.device}, {base['seconds']:.0f} s", "history": base["history"],
+            "best mean macro-F1 of COLD dev and the own sets' held-out rows",
+            "params": params,
+            "device": f"{args.device}, {base['seconds']:.0f} s",
+            "history": base["history"],
             "command": f"{GPU_TRAIN} --variants {base_name}"
-                       + (" --adapt" if "from" in record else "")
-                       + f" on a {GPU_BUNDLE} --q4 --max-tokens 128 bundle "
-                         "(the training code of `python -m pipeline train-flags --encoder --device cuda`)",
+            + (" --adapt" if "from" in record else "")
+            + f" on a {GPU_BUNDLE} --q4 --max-tokens 128 bundle "
+            "(the training code of `python -m pipeline train-flags --encoder --device cuda`)",
         },
         "dev_macro_f1": base["dev_macro_f1"],
     }
@@ -86,13 +105,23 @@ def package_top(args) -> None:
         meta["threshold_own_heldout"] = record["history"][record["best_epoch"] - 1]["threshold"]
         meta["adaptation"] = {
             "from": record["from"],
-            "data": {"own": [f"{OWN_DIR}/{p.name} (train rows, x{record['own_repeat']})" for p in OWN_SETS],
-                     "cold_replay": f"{record['cold_replay']} rows of COLD train.csv sampled with seed 0"},
+            "data": {
+                "own": [f"{OWN_DIR}/{p.name} (train rows, x{record['own_repeat']})" for p in OWN_SETS],
+                "cold_replay": f"{record['cold_replay']} rows of COLD train.csv sampled with seed 0",
+            },
             "selection": f"own sets' held-out rows: best epoch (macro-F1 at the best threshold "
-                         f"{record['own_heldout_macro_f1']:.3f}); COLD dev macro-F1 after: {record['dev_macro_f1']:.3f}",
-            "params": {"lr": record["lr"], "head_lr": record["lr"] * 5, "epochs": record["epochs"],
-                       "best_epoch": record["best_epoch"], "batch_size": 32, "seed": 0, "max_tokens": MAX_TOKENS},
-            "device": f"{args.device}, {record['seconds']:.0f} s", "history": record["history"],
+            f"{record['own_heldout_macro_f1']:.3f}); COLD dev macro-F1 after: {record['dev_macro_f1']:.3f}",
+            "params": {
+                "lr": record["lr"],
+                "head_lr": record["lr"] * 5,
+                "epochs": record["epochs"],
+                "best_epoch": record["best_epoch"],
+                "batch_size": 32,
+                "seed": 0,
+                "max_tokens": MAX_TOKENS,
+            },
+            "device": f"{args.device}, {record['seconds']:.0f} s",
+            "history": record["history"],
             "command": "the same steps as python -m pipeline train-flags --adapt-encoder",
         }
     save_json(staging / "model.json", meta)
@@ -102,12 +131,14 @@ def package_top(args) -> None:
     if args.refit:
         from pipeline.training import offence_blend
 
-        blend = offence_blend.refit(args.out, args.out.parent / "offence", args.cold, OWN_SETS,
-                                    log=lambda s: print(s, file=sys.stderr, flush=True))
+        blend = offence_blend.refit(
+            args.out, args.out.parent / "offence", args.cold, OWN_SETS, log=lambda s: print(s, file=sys.stderr, flush=True)
+        )
         print(json.dumps({"blend": blend}))
 
 
 # ---------------------------------------------------------------------- kind "extra": e5 states on CPU
+
 
 def st_batches(st, texts: list[str], batch_size: int = BATCH):
     """(row indices, token_embeddings, attention_mask) per batch, as `SentenceTransformer.encode`
@@ -115,7 +146,7 @@ def st_batches(st, texts: list[str], batch_size: int = BATCH):
     order = np.argsort([-len(t) for t in texts], kind="stable")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             features = st.preprocess([PREFIX + texts[i] for i in idx])
             out = st(features)
             yield idx, out["token_embeddings"], out["attention_mask"]
@@ -172,28 +203,52 @@ def package_extra(args) -> None:
     _, _, dev, own = training_texts(args.cold, OWN_SETS)
     others = {k: round(v["dev_macro_f1"], 4) for k, v in results.items() if "dev_macro_f1" in v}
     training = {
-        "data": {"cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
-                 "own": [f"{p.name} (train rows, x{own_repeat(args.variant)})" for p in OWN_SETS]},
+        "data": {
+            "cold": "thu-coai/COLDataset train.csv (Apache-2.0)",
+            "own": [f"{p.name} (train rows, x{own_repeat(args.variant)})" for p in OWN_SETS],
+        },
         "rows": {"cold": int(np.sum(source == 0)), "own": int(np.sum(source == 3))},
         "selection": f"COLD dev.csv without rows whose text is in train ({len(dev)} rows): best epoch on the GPU "
-                     f"(bf16), threshold with the shipped float16 layers on CPU (float32)",
-        "params": {"lr": info["lr"], "head_lr": 1e-3, "epochs": info["epochs"], "best_epoch": info["best_epoch"],
-                   "batch_size": 32, "seed": 0, "weight_decay": 0.01, "warmup": 0.06},
+        f"(bf16), threshold with the shipped float16 layers on CPU (float32)",
+        "params": {
+            "lr": info["lr"],
+            "head_lr": 1e-3,
+            "epochs": info["epochs"],
+            "best_epoch": info["best_epoch"],
+            "batch_size": 32,
+            "seed": 0,
+            "weight_decay": 0.01,
+            "warmup": 0.06,
+        },
         "device": f"{args.device}, bf16 autocast on e5's float32 states (computed once: "
-                  f"{results['e5_states']['seconds']:.0f} s), training {info['seconds']:.0f} s "
-                  f"({GPU_TRAIN} --variants {args.variant} on a bundle from {GPU_BUNDLE} --q4 --max-tokens 256)",
-        "gpu_dev_macro_f1": info["dev_macro_f1"], "gpu_threshold": info["threshold"],
+        f"{results['e5_states']['seconds']:.0f} s), training {info['seconds']:.0f} s "
+        f"({GPU_TRAIN} --variants {args.variant} on a bundle from {GPU_BUNDLE} --q4 --max-tokens 256)",
+        "gpu_dev_macro_f1": info["dev_macro_f1"],
+        "gpu_threshold": info["threshold"],
         "variants_compared_gpu_dev_macro_f1": others,
         "history": info["history"],
         # benchmarks/offence_encoder_extra.py reads the variant's name back from the end of this line
         "command": f"python -m pipeline.training.package_encoder extra --run {args.run} --variant {args.variant}",
     }
     assert len(own) == training["rows"]["own"], (len(own), training["rows"])
-    meta = write_extra_model(args.out, {"state": state, "threshold": threshold, "dev_macro_f1": f1},
-                             extra_layers=info["size"], train_positive_rate=float(np.mean(train_labels)),
-                             training=training)
-    print(json.dumps({"out": str(args.out), "threshold": threshold, "dev_macro_f1_cpu": f1,
-                      "dev_macro_f1_gpu": info["dev_macro_f1"], "sha256": meta["weights"]["sha256"]}))
+    meta = write_extra_model(
+        args.out,
+        {"state": state, "threshold": threshold, "dev_macro_f1": f1},
+        extra_layers=info["size"],
+        train_positive_rate=float(np.mean(train_labels)),
+        training=training,
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "threshold": threshold,
+                "dev_macro_f1_cpu": f1,
+                "dev_macro_f1_gpu": info["dev_macro_f1"],
+                "sha256": meta["weights"]["sha256"],
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

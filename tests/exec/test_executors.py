@@ -1,5 +1,6 @@
 """The executors: the Ray Data executor gives the local executor's tables; batch functions map
 any split of the rows to the same result."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -22,12 +23,13 @@ def test_batch_size_does_not_change_results():
     texts = pl.DataFrame({"text": ["加 V 信 看 看", "傻逼吧你", "同上", "今天天气不错，出去走走", "一步一个脚印"] * 3})
     whole = LocalExecutor(progress=False).map_batches(ingest.Normalizer, texts, batch_size=100, desc="", max_chars=2000)
     for size in (1, 3):
-        assert LocalExecutor(progress=False).map_batches(
-            ingest.Normalizer, texts, batch_size=size, desc="", max_chars=2000).equals(whole)
+        assert LocalExecutor(progress=False).map_batches(ingest.Normalizer, texts, batch_size=size, desc="", max_chars=2000).equals(whole)
     cfg = load_config(None, []).dedup
     sounds = pl.DataFrame({"sound": ["一步一个脚印踏实做事", "一比一个脚印踏实做事", "今天天气不错出去走走"] * 2})
-    signed = [LocalExecutor(progress=False).map_batches(dedup.Signer, sounds, batch_size=size, desc="",
-                                                        cfg=cfg, seed=0, bands=25) for size in (1, 4, 100)]
+    signed = [
+        LocalExecutor(progress=False).map_batches(dedup.Signer, sounds, batch_size=size, desc="", cfg=cfg, seed=0, bands=25)
+        for size in (1, 4, 100)
+    ]
     assert signed[0].equals(signed[1]) and signed[0].equals(signed[2])
 
 

@@ -11,14 +11,16 @@ def read(path, **kw):
 
 def test_jsonl_keeps_every_line_with_errors(tmp_path):
     p = tmp_path / "c.jsonl"
-    p.write_bytes(b'{"comment_id": "a", "text": "hello"}\n'
-                  b'not json\n'
-                  b'[1, 2]\n'
-                  b'{"comment_id": "b", "text": 666}\n'
-                  b'{"comment_id": "c", "text": null}\n'
-                  b'{"comment_id": "d", "text": "\xff\xfe bad"}\n'
-                  b'\n'
-                  b'{"comment_id": "e", "body": "x"}\n')
+    p.write_bytes(
+        b'{"comment_id": "a", "text": "hello"}\n'
+        b"not json\n"
+        b"[1, 2]\n"
+        b'{"comment_id": "b", "text": 666}\n'
+        b'{"comment_id": "c", "text": null}\n'
+        b'{"comment_id": "d", "text": "\xff\xfe bad"}\n'
+        b"\n"
+        b'{"comment_id": "e", "body": "x"}\n'
+    )
     t = read(p)
     assert t["source_row"].to_list() == [1, 2, 3, 4, 5, 6, 7, 8]  # every line, the blank one too
     errors = dict(zip(t["source_row"], t["read_error"]))
@@ -63,8 +65,19 @@ def test_missing_and_unsupported_files(tmp_path):
 
 
 def test_thread_rule_on_a_written_thread(tmp_path):
-    lines = ["标题", "正文第一段。", "![](http://example.com/a.jpg)", "正文第二段。", "文/编辑:某某",
-             "参考资料:", "某报:2024-01-02《某条新闻》", "第一条评论", "第二条评论", "", "第三条评论"]
+    lines = [
+        "标题",
+        "正文第一段。",
+        "![](http://example.com/a.jpg)",
+        "正文第二段。",
+        "文/编辑:某某",
+        "参考资料:",
+        "某报:2024-01-02《某条新闻》",
+        "第一条评论",
+        "第二条评论",
+        "",
+        "第三条评论",
+    ]
     p = tmp_path / "t.txt"
     p.write_text("\n".join(lines), encoding="utf-8")
     t = read(p)

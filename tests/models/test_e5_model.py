@@ -3,6 +3,7 @@
 Real build, real models, no mocks. The converted folder is built once per module into a temp cache
 (a few seconds); loading it into sentence-transformers takes ~10 s.
 """
+
 from __future__ import annotations
 
 import json

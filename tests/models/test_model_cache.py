@@ -1,4 +1,5 @@
 """build_once: the cache mechanism both model builds (e5 conversion, static distillation) rely on."""
+
 from __future__ import annotations
 
 import multiprocessing

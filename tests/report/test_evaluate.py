@@ -8,11 +8,9 @@ from conftest import run_cli
 @pytest.mark.slow
 def test_evaluate_prints_per_category_scores(tmp_path):
     comments = tmp_path / "c.csv"
-    comments.write_text("comment_id,text\n"
-                        "a,你就是个傻逼\n"
-                        "b,今天天气不错\n"
-                        "c,背后肯定有境外势力在操控\n"
-                        "d,他因洗钱被判了十年\n", encoding="utf-8")
+    comments.write_text(
+        "comment_id,text\na,你就是个傻逼\nb,今天天气不错\nc,背后肯定有境外势力在操控\nd,他因洗钱被判了十年\n", encoding="utf-8"
+    )
     labels = tmp_path / "labels.csv"
     labels.write_text("comment_id,abusive,conspiracy\na,1,0\nb,0,0\nc,0,1\nd,0,0\n", encoding="utf-8")
     result = run_cli("evaluate", "--input", str(comments), "--labels", str(labels))

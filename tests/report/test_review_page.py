@@ -1,5 +1,6 @@
 """The review page as a moderator meets it: opened in headless Chromium (Debian's chromium and
 chromedriver; skipped when absent), and decisions that change the next run."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,6 @@ import polars as pl
 import pytest
 
 from conftest import SAMPLE, run_pipeline, write_jsonl
-
-
 
 run = run_pipeline
 
@@ -57,8 +56,10 @@ def test_page_lists_every_queued_group_filters_and_has_no_console_errors(sample_
         from selenium.webdriver.support.ui import WebDriverWait
 
         # A loaded machine can take seconds to parse the inlined plotly.js and draw.
-        WebDriverWait(driver, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".entry")),
-                                        message=f"no queue entry rendered; console: {driver.get_log('browser')}")
+        WebDriverWait(driver, 60).until(
+            EC.presence_of_element_located((By.CSS_SELECTOR, ".entry")),
+            message=f"no queue entry rendered; console: {driver.get_log('browser')}",
+        )
         entries = driver.find_elements(By.CSS_SELECTOR, ".entry")
         assert sorted(e.get_attribute("data-group") for e in entries) == sorted(queue["dup_group"].to_list())
         assert len(driver.find_elements(By.CSS_SELECTOR, ".plot .main-svg")) >= 4  # plotly drew the plots
@@ -101,9 +102,12 @@ def test_decisions_apply_to_groups_now_and_in_later_batches(tmp_path):
     assert queue.height >= 2
     removed, approved = queue["dup_group"][0], queue["dup_group"][1]
     decisions = tmp_path / "decisions.csv"
-    decisions.write_text("dup_group,decision,note,decided_at\n"
-                         f"{removed},remove,spam campaign,2026-11-26T01:00:00Z\n"
-                         f"{approved},approve,,2026-11-26T01:01:00Z\n", encoding="utf-8")
+    decisions.write_text(
+        "dup_group,decision,note,decided_at\n"
+        f"{removed},remove,spam campaign,2026-11-26T01:00:00Z\n"
+        f"{approved},approve,,2026-11-26T01:01:00Z\n",
+        encoding="utf-8",
+    )
     run([day1], tmp_path / "out2", f"run.state_dir={state}", decisions=decisions)
     comments = pl.read_parquet(tmp_path / "out2" / "comments.parquet")
     queue2 = pl.read_parquet(tmp_path / "out2" / "review" / "queue.parquet")
@@ -116,8 +120,10 @@ def test_decisions_apply_to_groups_now_and_in_later_batches(tmp_path):
     # A new batch whose comment copies a removed group's text joins it and inherits the decision,
     # without the decisions file: the state directory keeps it.
     member_text = comments.filter(pl.col("dup_group") == removed)["text"][0]
-    day2 = write_jsonl(tmp_path / "day2.jsonl", [{"comment_id": "new1", "text": member_text + "!!"},
-                                                  {"comment_id": "new2", "text": "今天天气很好,出去走走"}])
+    day2 = write_jsonl(
+        tmp_path / "day2.jsonl",
+        [{"comment_id": "new1", "text": member_text + "!!"}, {"comment_id": "new2", "text": "今天天气很好,出去走走"}],
+    )
     run([day2], tmp_path / "out3", f"run.state_dir={state}")
     new = pl.read_parquet(tmp_path / "out3" / "comments.parquet")
     assert new.filter(pl.col("comment_id") == "new1")["dup_group"].item() == removed

@@ -6,18 +6,22 @@ from conftest import run_cli
 def comments(tmp_path):
     # A small comments table in the output contract: two copies of one flagged comment, one other
     # flagged group, one clean comment.
-    table = pl.DataFrame({
-        "comment_id": ["a", "b", "c", "d"],
-        "text": ["你就是个傻逼", "你就是个傻逼!", "背后都是资本在操控", "今天天气不错"],
-        "dup_group": ["g1", "g1", "g2", "g3"],
-        "score_abuse": [0.95, 0.95, 0.1, 0.0], "score_hate": [0.2, 0.2, 0.0, 0.0],
-        "score_conspiracy": [0.0, 0.0, 0.8, 0.0],
-        "flag_abuse": [True, True, False, False], "flag_hate": [False] * 4,
-        "flag_conspiracy": [False, False, True, False],
-        "evidence_abuse": [["insult '傻逼'"], ["insult '傻逼'"], [], []],
-        "evidence_hate": [[], [], [], []],
-        "evidence_conspiracy": [[], [], ["rule behind_the_scenes '背后都是资本在操控'"], []],
-    })
+    table = pl.DataFrame(
+        {
+            "comment_id": ["a", "b", "c", "d"],
+            "text": ["你就是个傻逼", "你就是个傻逼!", "背后都是资本在操控", "今天天气不错"],
+            "dup_group": ["g1", "g1", "g2", "g3"],
+            "score_abuse": [0.95, 0.95, 0.1, 0.0],
+            "score_hate": [0.2, 0.2, 0.0, 0.0],
+            "score_conspiracy": [0.0, 0.0, 0.8, 0.0],
+            "flag_abuse": [True, True, False, False],
+            "flag_hate": [False] * 4,
+            "flag_conspiracy": [False, False, True, False],
+            "evidence_abuse": [["insult '傻逼'"], ["insult '傻逼'"], [], []],
+            "evidence_hate": [[], [], [], []],
+            "evidence_conspiracy": [[], [], ["rule behind_the_scenes '背后都是资本在操控'"], []],
+        }
+    )
     run = tmp_path / "run"
     run.mkdir()
     table.write_parquet(run / "comments.parquet")
@@ -42,9 +46,17 @@ def test_the_sample_is_seeded_and_bounded(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     n = 50
-    pl.DataFrame({"comment_id": [str(i) for i in range(n)], "text": [f"傻逼{i}" for i in range(n)],
-                  "dup_group": [f"g{i}" for i in range(n)], **{f"score_{c}": [0.9] * n for c in ("abuse", "hate", "conspiracy")},
-                  "flag_abuse": [True] * n, "flag_hate": [False] * n, "flag_conspiracy": [False] * n}).write_parquet(run / "comments.parquet")
+    pl.DataFrame(
+        {
+            "comment_id": [str(i) for i in range(n)],
+            "text": [f"傻逼{i}" for i in range(n)],
+            "dup_group": [f"g{i}" for i in range(n)],
+            **{f"score_{c}": [0.9] * n for c in ("abuse", "hate", "conspiracy")},
+            "flag_abuse": [True] * n,
+            "flag_hate": [False] * n,
+            "flag_conspiracy": [False] * n,
+        }
+    ).write_parquet(run / "comments.parquet")
     a, b, c = sample(run, 10, seed=1), sample(run, 10, seed=1), sample(run, 10, seed=2)
     assert a.height == 10 and a.equals(b) and not a.equals(c)
 

@@ -1,25 +1,26 @@
 """The dedup stage on near-duplicates written for this project: evasions, drift, batches."""
+
 import polars as pl
 
 from pipeline.config import DedupConfig
-from pipeline.text.normalize import normalize_text
 from pipeline.stage import StageContext
 from pipeline.stages.dedup import INDEX, run
+from pipeline.text.normalize import normalize_text
 
 BASE = "这家店的服务态度真的太差了,等了一个小时才上菜,再也不会来了"
 CAMPAIGN = "兼职日结,在家动动手指月入过万,加微信了解详情"
 EVASIVE = [
     BASE,
-    BASE.replace("来", "去"),                            # one character changed
+    BASE.replace("来", "去"),  # one character changed
     "這家店的服務態度真的太差了,等了一個小時才上菜,再也不會來了",  # traditional
-    " ".join(BASE),                                       # spaces between characters
+    " ".join(BASE),  # spaces between characters
     BASE.replace("服务", "服🙂务").replace("小时", "小时!!!"),  # emoji and punctuation
     CAMPAIGN,
     CAMPAIGN.replace("微信", "V信"),
     CAMPAIGN.replace("微信", "薇信"),
     CAMPAIGN.replace("微信", "ＶＸ"),
     CAMPAIGN.replace("在家", "在\u200b家"),
-    CAMPAIGN.replace("微信", "卫信"),                     # a homophone no table lists
+    CAMPAIGN.replace("微信", "卫信"),  # a homophone no table lists
 ]
 UNRELATED = [
     "这家店的菜很好吃,服务也热情,下次还会再来",
@@ -33,8 +34,9 @@ UNRELATED = [
 
 
 def dedup(texts, state=None, ids=None, **cfg):
-    table = pl.DataFrame({"comment_id": ids or [f"c{i}" for i in range(len(texts))],
-                          "text_norm": [normalize_text(t) for t in texts]}).with_row_index("input_index")
+    table = pl.DataFrame(
+        {"comment_id": ids or [f"c{i}" for i in range(len(texts))], "text_norm": [normalize_text(t) for t in texts]}
+    ).with_row_index("input_index")
     ctx = StageContext(seed=0, cache_dir=None, state_dir=None)
     if state is not None:
         ctx.state[INDEX] = state
@@ -72,8 +74,14 @@ def test_group_ids_do_not_depend_on_input_order():
 
 def test_groups_do_not_chain_past_the_representative():
     # Neighbours in this chain are similar; its ends are not and must not share a group.
-    chain = ["一二三四五六七八九十甲乙丙丁", "一二三四五六七八九十甲乙丙戊", "一二三四五六七八九十甲乙己戊",
-             "一二三四五六七八九十甲庚己戊", "一二三四五六七八九十辛庚己戊", "一二三四五六七八九壬辛庚己戊"]
+    chain = [
+        "一二三四五六七八九十甲乙丙丁",
+        "一二三四五六七八九十甲乙丙戊",
+        "一二三四五六七八九十甲乙己戊",
+        "一二三四五六七八九十甲庚己戊",
+        "一二三四五六七八九十辛庚己戊",
+        "一二三四五六七八九壬辛庚己戊",
+    ]
     t, _ = dedup(chain)
     g = t["dup_group"].to_list()
     assert g[0] != g[-1]
@@ -92,7 +100,7 @@ def test_two_batches_sharing_state_give_the_groups_of_one_run():
     ids = [f"c{i}" for i in range(len(texts))]
     whole, _ = dedup(texts, ids=ids)
     order = [0, 5, 10, 3, 12, 7, 14, 1, 16, 9, 11, 2, 13, 4, 15, 6, 8, 17, 18, 19]  # interleaved halves
-    first, second = order[: len(order) // 2], order[len(order) // 2:]
+    first, second = order[: len(order) // 2], order[len(order) // 2 :]
     one, state = dedup([texts[i] for i in first], ids=[ids[i] for i in first])
     two, state = dedup([texts[i] for i in second], state=state, ids=[ids[i] for i in second])
     both = pl.concat([one, two])

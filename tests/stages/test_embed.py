@@ -1,6 +1,7 @@
 """The presets for large batches: quality (offence logits from the embedding pass) and fast (static
 model distilled from e5, n-gram flags). Real models; the fast test distils the static model once
 per machine (about 10 minutes on 2 cores) when it is not in the cache yet."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,15 +10,21 @@ import pytest
 
 from conftest import PROJECT, stage_context
 from pipeline.config import load_config
-from pipeline.runner import Runner
 from pipeline.models import embedder
+from pipeline.models.e5_model import default_cache_dir
+from pipeline.runner import Runner
 from pipeline.scoring import score as scoring
 from pipeline.stages import embed, flag
-from pipeline.models.e5_model import default_cache_dir
 
 SAMPLE = PROJECT / "samples" / "comments.jsonl"
-TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走", "一群废物，看着就恶心", "谢谢楼主分享，学到了",
-         "这都是他们安排好的，背后的资本在操纵", "今天天气不错，适合出去走走"]
+TEXTS = [
+    "你这个傻逼，滚出去",
+    "今天天气不错，适合出去走走",
+    "一群废物，看着就恶心",
+    "谢谢楼主分享，学到了",
+    "这都是他们安排好的，背后的资本在操纵",
+    "今天天气不错，适合出去走走",
+]
 
 
 @pytest.mark.slow
@@ -48,8 +55,7 @@ def test_both_stages_read_the_offence_encoder_of_the_runs_models_dir(tmp_path):
     meta_path = models / "offence_encoder_extra" / "model.json"
     meta_path.write_text(json.dumps(dict(json.loads(meta_path.read_text(encoding="utf-8")), note="a copy")), encoding="utf-8")
     cfg = load_config(PROJECT / "configs" / "quality.yaml", [f"flag.models_dir={models}", "flag.conspiracy_model_weight=0"])
-    ours = stage_context(embed_config=cfg.embed,
-                        models_dir=models)
+    ours = stage_context(embed_config=cfg.embed, models_dir=models)
     default = stage_context(embed_config=cfg.embed)
     assert embed.STAGE.resources(cfg.embed, ours) != embed.STAGE.resources(cfg.embed, default)
     table = embed.run(pl.DataFrame({"text_norm": TEXTS[:4]}), cfg.embed, ours)

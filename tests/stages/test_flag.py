@@ -1,14 +1,15 @@
 """The flag stage on texts written here, with the shipped models (no ../shared data needed)."""
+
 import polars as pl
 import pytest
 
 from conftest import stage_context
 from pipeline.config import PROJECT_ROOT, EmbedConfig, FlagConfig
 from pipeline.scoring.rules import load_lexicon, load_rules, rule_matches
-from pipeline.text.match_key import match_key
 from pipeline.stages import embed
-from pipeline.text.normalize import normalize_text
 from pipeline.stages.flag import run
+from pipeline.text.match_key import match_key
+from pipeline.text.normalize import normalize_text
 
 
 def flag(texts, **cfg):
@@ -19,8 +20,15 @@ def flag(texts, **cfg):
 
 
 def test_scores_flags_and_evidence():
-    t, ctx = flag(["你就是个傻逼,滚", "今天地铁开通了,通勤方便多了", "背后肯定有境外势力操控,都是为了洗钱",
-                   "外地人都是小偷,滚出我们城市", "他因为洗钱被法院判了刑"])
+    t, ctx = flag(
+        [
+            "你就是个傻逼,滚",
+            "今天地铁开通了,通勤方便多了",
+            "背后肯定有境外势力操控,都是为了洗钱",
+            "外地人都是小偷,滚出我们城市",
+            "他因为洗钱被法院判了刑",
+        ]
+    )
     for c in ("abuse", "hate", "conspiracy"):
         assert t[f"score_{c}"].is_between(0, 1).all()
     assert t["flag_abuse"].to_list()[:2] == [True, False]
@@ -29,8 +37,7 @@ def test_scores_flags_and_evidence():
     assert any(e.startswith("rule ") for e in t["evidence_conspiracy"][2])
     assert t["flag_hate"].to_list() == [False, False, False, True, False]  # insult aimed at a group
     assert any("外地人" in e for e in t["evidence_hate"][3])
-    assert t["needs_review"].to_list() == [a or h or c for a, h, c in
-                                           zip(t["flag_abuse"], t["flag_hate"], t["flag_conspiracy"])]
+    assert t["needs_review"].to_list() == [a or h or c for a, h, c in zip(t["flag_abuse"], t["flag_hate"], t["flag_conspiracy"])]
     assert ctx.facts["flagged"]["abuse"] == int(t["flag_abuse"].sum())
 
 
@@ -112,8 +119,16 @@ def test_calling_the_subject_a_fraud_is_abuse_but_asking_reporting_or_warning_is
     # No insult word in any of them: models/rules/abuse.yaml (fraud_accusation) reads what is asserted.
     # At the rule's own weight (0.6): the default threshold_abuse (0.85, chosen on real comments)
     # asks a second signal besides the rule.
-    t, _ = flag(["卷钱跑路前还发了篇感谢信，真有仪式感", "说白了就是来圈钱的，关门是早晚的事", "这算诈骗吗？预付的学费能报警吗",
-                 "警方已经以涉嫌诈骗立案了", "小心有人冒充客服打电话诈骗"], threshold_abuse=0.6)
+    t, _ = flag(
+        [
+            "卷钱跑路前还发了篇感谢信，真有仪式感",
+            "说白了就是来圈钱的，关门是早晚的事",
+            "这算诈骗吗？预付的学费能报警吗",
+            "警方已经以涉嫌诈骗立案了",
+            "小心有人冒充客服打电话诈骗",
+        ],
+        threshold_abuse=0.6,
+    )
     assert t["flag_abuse"].to_list() == [True, True, False, False, False]
     assert all(any(e.startswith("rule fraud_accusation") for e in t["evidence_abuse"][i]) for i in (0, 1))
     assert t["score_offence_model"][0] < 0.5  # the rule, not the model, carries it
@@ -130,10 +145,31 @@ def test_conspiracy_rests_on_a_claim_not_on_a_word():
     """The false flags found on a real stream (a one-character greeting, calling a post fake or
     "带节奏", blaming a person's motive) stay clean; claims of the genres real platforms see flag,
     and a debunking of the same claim does not."""
-    clean = ["：早", "这新闻是假的吧，别带节奏了", "又是营销号带节奏，故意博眼球", "他是故意的吧，肯定是想红",
-             "网传病毒是实验室造的，已经被辟谣了"]
-    claims = ["病毒就是美国实验室造的，故意放出来的", "转基因就是美国人想毁掉中国人的阴谋", "911就是美国自导自演的",
-              "疫苗是用来控制人口的，比尔盖茨早就计划好了", "这事背后肯定是美国搞的鬼"]
+    clean = [
+        "：早",
+        "这新闻是假的吧，别带节奏了",
+        "又是营销号带节奏，故意博眼球",
+        "他是故意的吧，肯定是想红",
+        "网传病毒是实验室造的，已经被辟谣了",
+    ]
+    claims = [
+        "病毒就是美国实验室造的，故意放出来的",
+        "转基因就是美国人想毁掉中国人的阴谋",
+        "911就是美国自导自演的",
+        "疫苗是用来控制人口的，比尔盖茨早就计划好了",
+        "这事背后肯定是美国搞的鬼",
+    ]
     t, _ = flag(clean + claims)
     assert t["flag_conspiracy"].to_list() == [False] * len(clean) + [True] * len(claims)
-    assert all(any(e.startswith("rule ") for e in ev) for ev in t["evidence_conspiracy"][len(clean):])
+    assert all(any(e.startswith("rule ") for e in ev) for ev in t["evidence_conspiracy"][len(clean) :])
+
+
+def test_evidence_lines_are_unique_within_a_row():
+    from pipeline.config import FlagConfig
+    from pipeline.scoring.score import CATEGORIES, score_texts
+
+    rows = score_texts(["傻逼傻逼，你就是个傻逼，外地人都滚出去，外地人"], None, FlagConfig())
+    for c in CATEGORIES:
+        lines = rows[0][f"evidence_{c}"]
+        assert len(lines) == len(set(lines)), lines
+    assert any("傻逼" in line for line in rows[0]["evidence_abuse"])

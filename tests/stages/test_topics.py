@@ -1,4 +1,5 @@
 """The exact neighbours handed to UMAP on large batches agree with scikit-learn's brute force."""
+
 from __future__ import annotations
 
 import numpy as np

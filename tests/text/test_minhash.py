@@ -1,4 +1,5 @@
 """pipeline.text.minhash: determinism, estimates, candidates, the bucket cap and exact Jaccard."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ KEYS = [BASE, ONE_EDIT, UNRELATED, "短", "", "abc123", "哈哈", "😂😂好�
 
 
 def grams(key: str, n: int) -> set[str]:
-    return {key[i:i + n] for i in range(max(1, len(key) - n + 1))}
+    return {key[i : i + n] for i in range(max(1, len(key) - n + 1))}
 
 
 def set_jaccard(a: str, b: str, n: int) -> float:
@@ -59,8 +60,7 @@ def test_deterministic_across_processes():
     # A different PYTHONHASHSEED proves nothing depends on Python's salted hash().
     code = "import tests.test_minhash as t; print(t.engine_digest())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                         text=True, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == engine_digest()
 
 
@@ -70,13 +70,13 @@ def test_shingle_hashes_are_per_key_sets_independent_of_the_batch():
         hashes, offsets = minhash.shingle_hashes(keys, n)
         assert hashes.dtype == np.uint64 and offsets.dtype == np.int64 and len(offsets) == len(keys) + 1
         for i, key in enumerate(keys):
-            own = hashes[offsets[i]:offsets[i + 1]]
+            own = hashes[offsets[i] : offsets[i + 1]]
             assert len(own) == len(set(own.tolist())) == len(grams(key, n))
             alone, alone_offsets = minhash.shingle_hashes([key], n)
             assert sorted(alone.tolist()) == sorted(own.tolist())
     # n-grams shared by two keys hash alike
     h, o = minhash.shingle_hashes(["我们一起", "一起去"], 2)
-    assert len(set(h[o[0]:o[1]].tolist()) & set(h[o[1]:o[2]].tolist())) == 1
+    assert len(set(h[o[0] : o[1]].tolist()) & set(h[o[1] : o[2]].tolist())) == 1
 
 
 def test_estimated_jaccard_is_close_to_exact():
@@ -84,7 +84,7 @@ def test_estimated_jaccard_is_close_to_exact():
     pairs = [(BASE, ONE_EDIT), (BASE, BASE[:12]), (BASE, UNRELATED), (BASE * 2, BASE + UNRELATED)]
     for _ in range(20):
         k = "".join(rng.choice("天气真的很好我们一起去公园散步吧楼主说得对支持") for _ in range(30))
-        pairs.append((k, k[:rng.randint(10, 30)] + "".join(rng.choice("加油啊希望") for _ in range(rng.randint(0, 10)))))
+        pairs.append((k, k[: rng.randint(10, 30)] + "".join(rng.choice("加油啊希望") for _ in range(rng.randint(0, 10)))))
     a = minhash.signatures([p[0] for p in pairs], 2, 256, 11)
     b = minhash.signatures([p[1] for p in pairs], 2, 256, 11)
     estimate = (a == b).mean(axis=1)
@@ -150,8 +150,10 @@ def test_jaccard_equals_the_set_computation(n):
     assert np.array_equal(jaccard.pair_jaccard(keys, pairs, n), expected)
     half = len(keys) // 2
     cross = [(i, j) for i, j in pairs.tolist() if i < half and j >= half]
-    assert np.array_equal(jaccard.pair_jaccard(keys[:half], np.array([(i, j - half) for i, j in cross]), n, keys[half:]),
-                          np.array([set_jaccard(keys[i], keys[j], n) for i, j in cross]))
+    assert np.array_equal(
+        jaccard.pair_jaccard(keys[:half], np.array([(i, j - half) for i, j in cross]), n, keys[half:]),
+        np.array([set_jaccard(keys[i], keys[j], n) for i, j in cross]),
+    )
 
 
 def test_jaccard_edge_cases():

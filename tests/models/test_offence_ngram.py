@@ -1,5 +1,6 @@
 """The offence model: the shipped one scores plain cases sensibly, and a model trained by our code
 scores the same after save and load."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,14 @@ from pipeline.text.normalize import normalize_text
 from pipeline.training.offence_data import own_rows
 from pipeline.training.offence_ngram import _drop_seen, fit_sklearn, save_model, train
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 SHIPPED = PROJECT / "models" / "offence"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 COLD = SHARED / "datasets" / "cold"
 SWSR = SHARED / "datasets" / "swsr"
 
 INSULTS = ["你就是个傻逼，脑子有病吧", "黑鬼都滚出中国", "河南人都是骗子，素质太低"]
-NEUTRAL = ["这款手机的芯片性能提升了百分之二十，续航也更长了", "量子计算机的研究需要长期投入",
-           "今天天气不错，我们去公园散步吧"]
+NEUTRAL = ["这款手机的芯片性能提升了百分之二十，续航也更长了", "量子计算机的研究需要长期投入", "今天天气不错，我们去公园散步吧"]
 
 
 def needs_cold():
@@ -137,11 +137,9 @@ def test_train_small_and_round_trip(tmp_path):
         texts += [normalize_text(t) for t in sw["comment_text"]]
         labels = np.concatenate([labels, sw["label"].to_numpy()])
     params = metrics["params"]
-    vec, clf = fit_sklearn(texts, labels, tuple(params["ngram_range"]), params["min_df"], params["C"], seed=0,
-                           vocabulary=model.terms)
+    vec, clf = fit_sklearn(texts, labels, tuple(params["ngram_range"]), params["min_df"], params["C"], seed=0, vocabulary=model.terms)
     dev = [normalize_text(t) for t in pl.read_csv(tmp_path / "cold" / "dev.csv")["TEXT"]]
-    np.testing.assert_allclose(model.predict_proba(dev), clf.predict_proba(vec.transform(dev))[:, 1],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(dev), clf.predict_proba(vec.transform(dev))[:, 1], rtol=0, atol=1e-6)
 
 
 def test_save_load_equals_sklearn(tmp_path):
@@ -155,8 +153,7 @@ def test_save_load_equals_sklearn(tmp_path):
     save_model(vec, clf, tmp_path, threshold=0.5, train_positive_rate=float(labels[:1500].mean()))
     loaded = OffenceModel.load(tmp_path)
     held_out = texts[1500:] + texts[:3]
-    np.testing.assert_allclose(loaded.predict_proba(held_out), clf.predict_proba(vec.transform(held_out))[:, 1],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(held_out), clf.predict_proba(vec.transform(held_out))[:, 1], rtol=0, atol=1e-6)
     # A tampered vocabulary is refused rather than silently scoring differently.
     (tmp_path / "vocab.parquet").write_bytes((tmp_path / "vocab.parquet").read_bytes() + b"x")
     with pytest.raises(ValueError):

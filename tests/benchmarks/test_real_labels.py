@@ -1,5 +1,6 @@
 """The hand-labelled real-comment set: ids and labels only, every thread in one split, and the
 labels join to their text in ../shared at run time."""
+
 from pathlib import Path
 
 import polars as pl
@@ -7,7 +8,7 @@ import pytest
 
 from conftest import SHARED, needs_shared
 
-LABELS = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "weibo_ced_labels.csv"
+LABELS = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "weibo_ced_labels.csv"
 CORPUS = SHARED / "bench" / "weibo_ced_comments.parquet"
 
 
@@ -54,8 +55,9 @@ def test_the_real_benchmark_reports_per_stratum(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(LABELS.parents[1] / "real_flags.py"), "--split", "dev"],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, str(LABELS.parents[1] / "real_flags.py"), "--split", "dev"], capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"all", "random", "vocab", "flagged", "vocab_conspiracy"} <= set(result)

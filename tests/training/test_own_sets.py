@@ -1,6 +1,7 @@
 """The project's own labelled sets (`config.OWN_LABELLED_SETS`) train and choose the flag models, so
 a broken row would silently change what ships: every row must parse, and a thread must never be
 split between training and evaluation."""
+
 import csv
 from collections import defaultdict
 
@@ -33,5 +34,4 @@ def test_each_thread_lies_in_one_split_and_the_test_threads_stay_the_same():
         splits[r["thread"]].add(r["split"])
     assert all(len(s) == 1 for s in splits.values()), {t: s for t, s in splits.items() if len(s) > 1}
     # Numbers on the test threads are reported as held out: they must never move into training.
-    assert sorted(t for t, s in splits.items() if s == {"test"}) == [
-        "ta_t2", "ta_t4", "tb_t2", "tb_t4", "tc_t2", "tc_t4"]
+    assert sorted(t for t, s in splits.items() if s == {"test"}) == ["ta_t2", "ta_t4", "tb_t2", "tb_t4", "tc_t2", "tc_t4"]

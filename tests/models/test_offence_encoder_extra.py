@@ -1,4 +1,5 @@
 """Kind "extra" offence encoder: new layers on top of the unchanged e5, fed the embed stage's token states."""
+
 import copy
 
 import numpy as np
@@ -9,8 +10,7 @@ from pipeline.config import PROJECT_ROOT
 from pipeline.models.offence_encoder import PREFIX, ExtraLayersClassifier, OffenceEncoder, pad_batch
 
 MODEL_DIR = PROJECT_ROOT / "models" / "offence_encoder_extra"
-TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走", "一群废物，看着就恶心", "谢谢楼主分享，学到了",
-         "你真是个人才啊，这都能搞砸"]
+TEXTS = ["你这个傻逼，滚出去", "今天天气不错，适合出去走走", "一群废物，看着就恶心", "谢谢楼主分享，学到了", "你真是个人才啊，这都能搞砸"]
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_deterministic_within_a_process():
 
 def test_deterministic_across_processes():
     # A different PYTHONHASHSEED proves nothing depends on Python's salted hash().
-    code = "import tests.test_minhash as t; print(t.engine_digest())"
+    code = "import tests.text.test_minhash as t; print(t.engine_digest())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == engine_digest()

@@ -29,7 +29,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from pipeline.training.metrics import precision_recall_f1  # noqa: E402
+from pipeline.metrics import precision_recall_f1  # noqa: E402
 
 COLD = ROOT.parent / "shared" / "datasets" / "cold"
 MODELS = {

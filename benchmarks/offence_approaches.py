@@ -20,13 +20,13 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import Config  # noqa: E402
+from pipeline.metrics import macro_f1_at  # noqa: E402
 from pipeline.models.e5_model import default_cache_dir  # noqa: E402
 from pipeline.models.offence_ngram import OffenceModel  # noqa: E402
 from pipeline.stage import StageContext  # noqa: E402
 from pipeline.stages import embed  # noqa: E402
 from pipeline.text.match_key import match_key  # noqa: E402
 from pipeline.text.normalize import normalize_text  # noqa: E402
-from pipeline.training.metrics import macro_f1_at  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 

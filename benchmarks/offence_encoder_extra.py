@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import PROJECT_ROOT  # noqa: E402
+from pipeline.metrics import best_threshold, class_f1, macro_f1  # noqa: E402
 from pipeline.models.offence_encoder import OffenceEncoder  # noqa: E402
-from pipeline.training.metrics import best_threshold, class_f1, macro_f1  # noqa: E402
 from pipeline.training.offence_data import training_texts  # noqa: E402
 from pipeline.training.package_encoder import BATCH, EXTRA_DIR, dev_states, load_st, logits_of, st_batches  # noqa: E402
 

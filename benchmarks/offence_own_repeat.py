@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from real_flags import labelled  # noqa: E402
 
 from pipeline.config import OWN_LABELLED_SETS  # noqa: E402
+from pipeline.metrics import macro_f1_at  # noqa: E402
 from pipeline.text.normalize import normalize_text  # noqa: E402
 from pipeline.training import offence_ngram as om  # noqa: E402
-from pipeline.training.metrics import macro_f1_at  # noqa: E402
 
 
 def main() -> None:

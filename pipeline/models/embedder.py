@@ -44,7 +44,13 @@ def model_id(cfg: EmbedConfig) -> str:
         from pipeline.models import static_model
 
         return static_model.MODEL_ID
-    return f"{e5_model.MODEL_ID}/{cfg.prompt_name}/len{cfg.max_seq_length}/pad{PAD_MULTIPLE}"
+    return f"{e5_model.MODEL_ID}/{cfg.prompt_name}/len{cfg.max_seq_length}"
+
+
+def cache_id(cfg: EmbedConfig) -> str:
+    """The embedding cache's key: the model and how its vectors were computed. Padding changes
+    their last bits, not the space they are in (`model_id`, which models trained on them record)."""
+    return model_id(cfg) if cfg.model == "static-e5" else f"{model_id(cfg)}/pad{PAD_MULTIPLE}"
 
 
 def encode(model, texts: list[str], cfg: EmbedConfig) -> np.ndarray:

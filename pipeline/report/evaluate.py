@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline.config import Config
 from pipeline.io import readers
+from pipeline.metrics import precision_recall_f1
 from pipeline.runner import default_cache_dir
 from pipeline.stage import StageContext
 from pipeline.stages import embed, flag, ingest
@@ -37,17 +39,12 @@ def read_labels(path: Path) -> pl.DataFrame:
 
 
 def scores(truth: list[bool], pred: list[bool]) -> dict:
-    tp = sum(t and p for t, p in zip(truth, pred))
-    fp = sum(p and not t for t, p in zip(truth, pred))
-    fn = sum(t and not p for t, p in zip(truth, pred))
+    y, p = np.array(truth, dtype=bool), np.array(pred, dtype=bool)
+    tp, fp, fn = int((y & p).sum()), int((~y & p).sum()), int((y & ~p).sum())
     tn = len(truth) - tp - fp - fn
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    prec, rec, f1 = precision_recall_f1(y, p)
     # F1 of the negative class too, for the macro-F1 that COLD and ToxiCN report.
-    nprec = tn / (tn + fn) if tn + fn else 0.0
-    nrec = tn / (tn + fp) if tn + fp else 0.0
-    nf1 = 2 * nprec * nrec / (nprec + nrec) if nprec + nrec else 0.0
+    nf1 = precision_recall_f1(~y, ~p)[2]
     return {
         "n": len(truth),
         "positives": tp + fn,

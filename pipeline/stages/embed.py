@@ -15,7 +15,7 @@ import polars as pl
 from pipeline.config import EmbedConfig
 from pipeline.exec.progress import in_ticks
 from pipeline.io.embedding_cache import EmbeddingCache, text_hash
-from pipeline.models.embedder import DIM, encode, encode_with_offence, load_model, model_id
+from pipeline.models.embedder import DIM, cache_id, encode, encode_with_offence, load_model, model_id
 from pipeline.stage import Stage, StageContext
 
 # Texts per encode call and cache shard. ST sorts each call's texts by length, so larger chunks pad
@@ -30,7 +30,7 @@ class Encoder:
 
     def __init__(self, cfg: EmbedConfig, cache_dir, models_dir: Path, progress: bool = False):
         self.cfg, self.model = cfg, load_model(cfg, cache_dir, progress)
-        self.cache = EmbeddingCache(cache_dir, model_id(cfg)) if uses_cache(cfg) else None
+        self.cache = EmbeddingCache(cache_dir, cache_id(cfg)) if uses_cache(cfg) else None
         self.offence = load_offence_encoder(models_dir, cache_dir) if fused(cfg) else None
         self.logit_cache = EmbeddingCache(cache_dir, logit_cache_id(cfg, self.offence)) if self.offence else None
 
@@ -66,7 +66,7 @@ def load_offence_encoder(models_dir: Path, cache_dir):
 
 
 def logit_cache_id(cfg: EmbedConfig, offence) -> str:
-    return f"{model_id(cfg)}/offence-extra-{offence.version}"
+    return f"{cache_id(cfg)}/offence-extra-{offence.version}"
 
 
 def offence_extra_fingerprint(models_dir: Path) -> str:
@@ -85,7 +85,7 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     texts = table["text_norm"].to_list()
     hashes = [text_hash(t) for t in texts]
     distinct = dict(zip(hashes, texts))  # one vector per distinct normalised text
-    vectors = EmbeddingCache(ctx.cache_dir, model_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
+    vectors = EmbeddingCache(ctx.cache_dir, cache_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
     logits: dict = {}
     if fused(cfg):
         logits = EmbeddingCache(ctx.cache_dir, logit_cache_id(cfg, load_offence_encoder(ctx.models_dir, ctx.cache_dir))).lookup(

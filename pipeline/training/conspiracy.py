@@ -22,8 +22,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.io.fileio import replace_dir
+from pipeline.metrics import precision_recall_f1
 from pipeline.models.conspiracy_model import EXAMPLES_FILE, MODEL_FILE
-from pipeline.training.metrics import precision_recall_f1
 
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 # Moderators' budget: at most this share of clean comments flagged. The threshold is the one with

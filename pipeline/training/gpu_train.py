@@ -30,10 +30,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, also when run as a file
+from pipeline.metrics import best_threshold  # noqa: E402
 from pipeline.models import offence_encoder as oe  # noqa: E402
 from pipeline.training import offence_encoder as train_oe  # noqa: E402
 from pipeline.training.lora import add_lora  # noqa: E402
-from pipeline.training.metrics import best_threshold  # noqa: E402
 
 VARIANTS = {
     # name: (kind, r/top/extra layers, lr, epochs, use_swsr); "_own" variants add the project's own sets,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import logit
 
-from pipeline.training.metrics import macro_f1
+from pipeline.metrics import macro_f1
 from pipeline.training.offence_data import own_rows, training_texts
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.metrics import best_threshold, macro_f1
 from pipeline.models.offence_encoder import (
     MAX_TOKENS,
     PREFIX,
@@ -28,7 +29,6 @@ from pipeline.models.offence_encoder import (
     predict_logits,
     predict_logits_from_states,
 )
-from pipeline.training.metrics import best_threshold, macro_f1
 from pipeline.training.offence_data import own_rows, training_texts
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.metrics import best_threshold
 from pipeline.models.offence_encoder import MAX_TOKENS, OffenceEncoder
-from pipeline.training.metrics import best_threshold
 from pipeline.training.offence_data import own_rows, training_texts
 from pipeline.training.offence_encoder import freeze_except_top, save_json, stage_top_layers, tokenize, train
 

@@ -31,9 +31,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
 from pipeline.io.fileio import file_sha256, replace_dir
+from pipeline.metrics import best_threshold, macro_f1_at
 from pipeline.models.offence_ngram import FORMAT_VERSION, MODEL_FILE, VOCAB_FILE, OffenceModel
 from pipeline.text.normalize import normalize_text
-from pipeline.training.metrics import best_threshold, macro_f1_at
 from pipeline.training.offence_data import own_rows
 from pipeline.training.offence_ngram_readme import readme
 

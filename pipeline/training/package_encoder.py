@@ -30,10 +30,10 @@ import torch
 
 from pipeline.config import OWN_LABELLED_SETS, PROJECT_ROOT
 from pipeline.io.fileio import file_sha256, replace_dir
+from pipeline.metrics import best_threshold
 from pipeline.models import e5_model
 from pipeline.models.offence_encoder import EXTRA_MAX_TOKENS, MAX_TOKENS, PREFIX, ExtraLayersClassifier, OffenceEncoder
 from pipeline.training.gpu_train import own_repeat
-from pipeline.training.metrics import best_threshold
 from pipeline.training.offence_data import training_texts
 from pipeline.training.offence_encoder import save_json
 from pipeline.training.offence_encoder_extra import write_extra_model

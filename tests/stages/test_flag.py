@@ -173,3 +173,14 @@ def test_evidence_lines_are_unique_within_a_row():
         lines = rows[0][f"evidence_{c}"]
         assert len(lines) == len(set(lines)), lines
     assert any("傻逼" in line for line in rows[0]["evidence_abuse"])
+
+
+def test_the_default_run_embeds_in_the_space_the_conspiracy_head_was_trained_in():
+    # The head's probability counts only when the run's embedding model id is the one recorded in
+    # models/conspiracy/head.json; a cache-key change once dropped it from every default run.
+    from pipeline.config import load_config
+    from pipeline.models.embedder import Embedder
+    from pipeline.scoring.score import load_resources, models_dir_of
+
+    cfg = load_config()
+    assert Embedder(cfg.embed, None).model_id == load_resources(models_dir_of(cfg.flag))["conspiracy_head"].embed_model

@@ -201,9 +201,9 @@ def cmd_train_flags(args: argparse.Namespace) -> int:
 
     code = _train_flags(args)
     # Every model's card is regenerated from its metadata, so no card describes an older model.
-    for name in model_card.SHIPPED:
-        folder = args.out.parent / name
-        if (folder / model_card.SHIPPED[name][0]).exists():
+    extra = args.encoder_out.with_name("offence_encoder_extra")
+    for folder in (args.out, args.conspiracy_out, args.conspiracy_out.with_name("conspiracy_ngram"), args.encoder_out, extra):
+        if folder.name in model_card.SHIPPED and (folder / model_card.SHIPPED[folder.name][0]).exists():
             model_card.write_card(folder)
     return code
 

@@ -88,6 +88,24 @@ def dequantize(weights: dict) -> dict:
     return out
 
 
+def _record(kind, size, lr, epochs, use_swsr, model, train_idx, t0, best) -> dict:
+    """What results.json keeps of one variant's run."""
+    return {
+        "kind": kind,
+        "size": size,
+        "lr": lr,
+        "epochs": epochs,
+        "swsr": use_swsr,
+        "trainable": train_oe.count_trainable(model),
+        "train_rows": int(len(train_idx)),
+        "seconds": time.time() - t0,
+        "best_epoch": best["epoch"],
+        "dev_macro_f1": best["dev_macro_f1"],
+        "threshold": best["threshold"],
+        "history": best["history"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", type=Path, required=True)
@@ -145,20 +163,7 @@ def main() -> None:
                 seed=0,
                 log=lambda s, n=name: print(n, s, flush=True),
             )
-            results[name] = {
-                "kind": kind,
-                "size": size,
-                "lr": lr,
-                "epochs": epochs,
-                "swsr": use_swsr,
-                "trainable": train_oe.count_trainable(model),
-                "train_rows": int(len(train_idx)),
-                "seconds": time.time() - t0,
-                "best_epoch": best["epoch"],
-                "dev_macro_f1": best["dev_macro_f1"],
-                "threshold": best["threshold"],
-                "history": best["history"],
-            }
+            results[name] = _record(kind, size, lr, epochs, use_swsr, model, train_idx, t0, best)
             probs[name] = best["dev_prob"]
             if len(own_idx):
                 model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
@@ -195,20 +200,7 @@ def main() -> None:
             also_choose_on=also,
             log=lambda s, n=name: print(n, s, flush=True),
         )
-        results[name] = {
-            "kind": kind,
-            "size": size,
-            "lr": lr,
-            "epochs": epochs,
-            "swsr": use_swsr,
-            "trainable": train_oe.count_trainable(model),
-            "train_rows": int(len(train_idx)),
-            "seconds": time.time() - t0,
-            "best_epoch": best["epoch"],
-            "dev_macro_f1": best["dev_macro_f1"],
-            "threshold": best["threshold"],
-            "history": best["history"],
-        }
+        results[name] = _record(kind, size, lr, epochs, use_swsr, model, train_idx, t0, best)
         probs[name] = best["dev_prob"]
         if len(own_idx):  # the held-out half of the project's own sets, with the best epoch's weights
             model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)

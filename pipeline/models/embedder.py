@@ -1,8 +1,10 @@
 """The embedding model as a service: the stages that embed (embed, and flag for its labelled
 examples in the fast mode) load it through here, once per process, and get the same vectors.
 
-e5 (multilingual-e5-small, rebuilt offline by pipeline/models/e5_model.py) or the static model
-distilled from it (pipeline/models/static_model.py); both give unit-length float32 vectors.
+e5 (multilingual-e5-small, rebuilt offline by pipeline/models/e5_model.py) on ONNX Runtime with int8
+weights (`embed.runtime` 'onnx-int8', pipeline/models/e5_onnx.py) or on torch in fp32 ('torch'), or
+the static model distilled from it (pipeline/models/static_model.py); all give unit-length float32
+vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ def load_model(cfg: EmbedConfig, cache_dir, progress: bool = False):
         from pipeline.models import static_model
 
         return static_model.load(cache_dir, progress)
-    key = (str(cache_dir), cfg.max_seq_length)
+    key = (str(cache_dir), cfg.max_seq_length, cfg.runtime, cfg.threads)
+    if cfg.runtime == "onnx-int8":
+        if key not in _MODELS:
+            from pipeline.models import e5_onnx
+
+            _MODELS[key] = e5_onnx.load(cache_dir, cfg.max_seq_length, cfg.threads, progress)
+        return _MODELS[key]
     if key not in _MODELS:
         model = e5_model.load_sentence_transformer(cache_dir)
         model.max_seq_length = cfg.max_seq_length
@@ -48,15 +56,24 @@ def model_id(cfg: EmbedConfig) -> str:
 
 
 def cache_id(cfg: EmbedConfig) -> str:
-    """The embedding cache's key: the model and how its vectors were computed. Padding changes
-    their last bits, not the space they are in (`model_id`, which models trained on them record)."""
-    return model_id(cfg) if cfg.model == "static-e5" else f"{model_id(cfg)}/pad{PAD_MULTIPLE}"
+    """The embedding cache's key: the model and how its vectors were computed. The runtime and the
+    padding change their last bits, not the space they are in (`model_id`, which models trained on
+    them record)."""
+    if cfg.model == "static-e5":
+        return model_id(cfg)
+    if cfg.runtime == "onnx-int8":
+        from pipeline.models import e5_onnx
+
+        return f"{model_id(cfg)}/{e5_onnx.RUNTIME_ID}"
+    return f"{model_id(cfg)}/pad{PAD_MULTIPLE}"
 
 
 def encode(model, texts: list[str], cfg: EmbedConfig) -> np.ndarray:
     """Unit-length float32 vectors of the texts (no cache)."""
     if cfg.model == "static-e5":
         return model.encode(texts)
+    if cfg.runtime == "onnx-int8":
+        return model.encode(texts, cfg.prompt_name) if texts else np.empty((0, DIM), np.float32)
     vectors = np.empty((len(texts), DIM), np.float32)
     for idx, _, out in _forward(model, texts, cfg):
         vectors[idx] = out["sentence_embedding"]
@@ -67,6 +84,16 @@ def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> t
     """The embeddings exactly as `encode` gives them, and the offence encoder's logits read from the
     same forward pass's final token states (one extra layer instead of a second e5 pass); the
     offence layer reads each padded batch as it comes."""
+    if cfg.runtime == "onnx-int8":
+        from pipeline.models.offence_encoder import pad_states
+
+        if not texts:
+            return np.empty((0, DIM), np.float32), np.empty(0, np.float32)
+        import torch
+
+        vectors, states = model.encode_states(texts, cfg.prompt_name)
+        states_t, mask = pad_states([torch.from_numpy(s) for s in states])
+        return vectors, offence.logits_from_states(states_t, mask)
     vectors = np.empty((len(texts), DIM), np.float32)
     logits = np.empty(len(texts), np.float32)
     for idx, features, out in _forward(model, texts, cfg):

@@ -1,6 +1,6 @@
 """Choose the offence model and the abuse/hate thresholds, on the real dev split only.
 
-    python benchmarks/choose_offence.py [--cold-rows 2000]
+    python benchmarks/choose_offence.py [--cold-rows 2000] [--model top4 --model extra-one-pass] [--set embed.runtime=torch]
 
 For each offence model (flag.offence_model / offence_encoder: the top-4 encoder blend, the 'extra'
 encoder blend, n-grams alone) and each pair of thresholds (threshold_abuse, threshold_hate), it
@@ -35,6 +35,8 @@ COLD = ROOT.parent / "shared" / "datasets" / "cold"
 MODELS = {
     "top4": ["flag.offence_model=blend", "flag.offence_encoder=top4"],
     "extra": ["flag.offence_model=blend", "flag.offence_encoder=extra"],
+    # The same encoder reading the embed stage's own token states: one transformer pass in all.
+    "extra-one-pass": ["flag.offence_model=blend", "flag.offence_encoder=extra", "embed.offence_from_states=true"],
     "ngram": ["flag.offence_model=ngram"],
 }
 THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
@@ -74,7 +76,10 @@ def main() -> None:
     ap.add_argument("--cold-rows", type=int, default=2000)
     ap.add_argument("--tie", type=float, default=0.02, help="real dev F1 differences this small count as ties")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", action="append", choices=sorted(MODELS), help="offence models to compare (default all)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every model")
     args = ap.parse_args()
+    models = {name: MODELS[name] + args.overrides for name in (args.model or MODELS)}
     dev = labelled(["dev"])
     cold = cold_dev_sample(args.cold_rows, args.seed)
     y = ((dev["abusive"] == 1) | (dev["hate"] == 1)).to_numpy()
@@ -82,7 +87,7 @@ def main() -> None:
     random_clean = clean & (dev["stratum"] == "random").to_numpy()
     yc = cold["abusive"].to_numpy() == 1
     rows = []
-    for name, overrides in MODELS.items():
+    for name, overrides in models.items():
         pred_dev = predict(dev, overrides)
         pred_cold = predict(cold, overrides)
         for ta, th in itertools.product(THRESHOLDS, THRESHOLDS):
@@ -108,7 +113,7 @@ def main() -> None:
         for r in rows
         if r["random_clean_flagged"] <= args.budget and r["clean_flagged"] <= args.hard_budget and r["cold_dev_macro_f1"] >= args.cold_min
     ]
-    for name in MODELS:
+    for name in models:
         best = max((r for r in within if r["model"] == name), key=lambda r: (r["f1"], r["cold_dev_macro_f1"]), default=None)
         print(json.dumps({"best_of": name, **(best or {})}))
     top = max((r["f1"] for r in within), default=0.0)
@@ -123,6 +128,7 @@ def main() -> None:
                 "budget": args.budget,
                 "hard_budget": args.hard_budget,
                 "cold_min": args.cold_min,
+                "overrides": args.overrides,
             }
         )
     )

@@ -49,8 +49,10 @@ def model_dir(cache_dir: Path | None = None) -> Path:
 def is_complete(folder: Path) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        return marker.get("runtime_id") == RUNTIME_ID and marker.get("e5_model_id") == e5_model.MODEL_ID and (
-            (folder / MODEL_FILE).stat().st_size == marker["model_bytes"]
+        return (
+            marker.get("runtime_id") == RUNTIME_ID
+            and marker.get("e5_model_id") == e5_model.MODEL_ID
+            and ((folder / MODEL_FILE).stat().st_size == marker["model_bytes"])
         )
     except (OSError, ValueError, KeyError, AttributeError):
         return False
@@ -95,7 +97,11 @@ def convert(source: Path, out: Path) -> None:
 
     fp32, fused = out / "fp32.onnx", out / "fused.onnx"
     ids = torch.tensor([[0, 1000, 2000, 3000, 2]])
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "last_hidden_state": {0: "batch", 1: "tokens"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "last_hidden_state": {0: "batch", 1: "tokens"},
+    }
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it treats as constants
         torch.onnx.export(

@@ -240,7 +240,7 @@ def test_a_vector_does_not_depend_on_the_texts_batched_with_it():
     from pipeline.config import load_config
     from pipeline.models import embedder
 
-    cfg = load_config(None, ["embed.batch_size=4"]).embed
+    cfg = load_config(None, ["embed.batch_size=4", "embed.runtime=torch"]).embed
     model = embedder.load_model(cfg, e5_model.default_cache_dir())
     texts = ["短", "这是一条普通的评论", "背后肯定有资本在操控，大家别被带节奏了" * 3, "好", "再来一条中等长度的评论吧"]
     together = embedder.encode(model, texts, cfg)

@@ -86,6 +86,7 @@ class Runner:
             raise readers.InputFileError(f"{out_dir}: is a file; --output must be a directory (new or from an earlier run)")
         self.stage_dir = out_dir / "_stages"
         self.records: list[StageRecord] = []
+        self.executor_info: dict = {}
 
     def run(self) -> dict:
         started = time.time()
@@ -117,6 +118,7 @@ class Runner:
                 embed_config=self.cfg.embed,
                 models_dir=models_dir_of(self.cfg.flag),
             )
+            self.executor_info = executor.describe()
             apply_threads(self.cfg.embed.threads)
             table, side = self._run_stages(input_info, ctx)
             outputs = self._export(table, side)
@@ -334,6 +336,7 @@ class Runner:
             "config_hash": self.cfg.hash(),
             "summary": self.summary,
             "stages": [r.__dict__ for r in self.records],
+            "executor": self.executor_info,
             "models": {
                 "embedding": facts.get("embed", {}).get("embed_model"),
                 "offence": facts.get("flag", {}).get("offence_model_version"),

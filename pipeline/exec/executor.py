@@ -48,6 +48,9 @@ class LocalExecutor:
         ]
         return pl.concat(parts, how="vertical")
 
+    def describe(self) -> dict:
+        return {"name": self.name}
+
     def close(self) -> None:
         pass
 

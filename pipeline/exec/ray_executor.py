@@ -70,6 +70,7 @@ class RayExecutor:
         # Fail with an error rather than wait for ever when actors cannot get CPUs.
         context.execution_no_progress_timeout_s = 600
         context.wait_for_min_actors_s = 600
+        self.address = address or "an existing Ray of this process"
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         # Each stage is its own Dataset, so one pool at a time holds CPUs: at most one actor per CPU.
         self.actors = min(actors or cpus, cpus)
@@ -95,6 +96,12 @@ class RayExecutor:
         )
         parts = self.ray.get(ds.to_arrow_refs())
         return pl.from_arrow(pa.concat_tables(parts, promote_options="default"))
+
+    def describe(self) -> dict:
+        """For the manifest: which Ray ran the work, on how many nodes."""
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        cpus = {n["NodeID"][:12]: n.get("Resources", {}).get("CPU", 0) for n in nodes}
+        return {"name": self.name, "address": self.address, "nodes": len(nodes), "cpus_per_node": cpus, "actors": self.actors}
 
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():

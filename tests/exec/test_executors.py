@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import SAMPLE, run_pipeline
+from conftest import PROJECT, SAMPLE, run_pipeline
 from pipeline.config import load_config
 from pipeline.exec.executor import LocalExecutor
 from pipeline.stages import dedup, ingest
@@ -43,3 +43,29 @@ def test_ray_executor_gives_the_local_table(tmp_path):
         assert a.equals(b), f"{name} differs between the local and the ray executor"
     assert [s["name"] for s in ray_run["stages"]] == [s["name"] for s in local["stages"]]
     assert ray_run["config"]["run"]["executor"] == "ray"
+
+
+@pytest.mark.slow
+def test_ray_on_a_two_node_cluster_gives_the_local_tables(tmp_path):
+    """benchmarks/executors.py --cluster 2: `ray start --head` plus a second node joining it, the
+    pipeline joining that cluster through run.ray_address, the same tables as the local executor."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    import json
+    import subprocess
+    import sys
+
+    sample = tmp_path / "sample.parquet"
+    pl.read_ndjson(SAMPLE).select("comment_id", "text").write_parquet(sample)
+    res = subprocess.run(
+        [sys.executable, "benchmarks/executors.py", "--input", str(sample), "--rows", "1000", "--cluster", "2"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == 2
+    assert result["ray"]["executor"]["nodes"] == 2 and result["ray"]["executor"]["address"] == result["cluster"]
+    assert result["local"]["executor"] == {"name": "local"}
+    assert all(result["identical"].values()), result["identical"]

@@ -21,6 +21,7 @@ from pipeline.stage import Stage, StageContext
 # Texts per encode call and cache shard. ST sorts each call's texts by length, so larger chunks pad
 # less; 8192 keeps that benefit and bounds what a killed run loses.
 CHUNK_ROWS = 8192
+GATHER_ROWS = 100_000  # rows per slice of the embedding column: bounds the temporary copy
 
 
 class Encoder:
@@ -104,22 +105,32 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
         encoded = ctx.executor.map_batches(
             Encoder, batch, batch_size=CHUNK_ROWS, desc="embed", cfg=cfg, cache_dir=ctx.cache_dir, models_dir=ctx.models_dir
         )
-        vectors.update(zip(todo, encoded["vector"].to_numpy()))
-        if fused(cfg):
-            logits.update(zip(todo, encoded["offence_logit"].to_numpy()[:, None]))
-        del encoded
     ctx.facts.update(embed_model=model_id(cfg), distinct_texts=len(distinct), encoded=len(todo))
     if not hashes:
         return table.with_columns(pl.Series("embedding", [], dtype=pl.Array(pl.Float32, DIM)))
-    # One matrix of the distinct texts, then a gather: copies of a text share its row.
+    # One matrix of the distinct texts, filled in place (no per-text arrays: at a million comments
+    # those copies were gigabytes), then gathered per row in slices: copies of a text share its row.
     position = {h: i for i, h in enumerate(distinct)}
-    distinct_matrix = np.stack([vectors.pop(h) for h in distinct])
+    dim = encoded["vector"].dtype.size if todo else len(next(iter(vectors.values())))  # 256 for the static model
+    distinct_matrix = np.empty((len(distinct), dim), np.float32)
+    distinct_logits = np.empty(len(distinct), np.float32)
+    for h, v in vectors.items():
+        distinct_matrix[position[h]] = v
+    for h, v in logits.items():
+        distinct_logits[position[h]] = v[0]
+    del vectors, logits
+    if todo:
+        at = np.fromiter((position[h] for h in todo), np.int64, len(todo))
+        distinct_matrix[at] = encoded["vector"].to_numpy()
+        if fused(cfg):
+            distinct_logits[at] = encoded["offence_logit"].to_numpy()
+        del encoded
     rows = np.fromiter((position[h] for h in hashes), np.int64, len(hashes))
-    matrix = distinct_matrix[rows]
-    del distinct_matrix
-    columns = [pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1]))]
+    dtype = pl.Array(pl.Float32, dim)
+    parts = [pl.Series("embedding", distinct_matrix[rows[i : i + GATHER_ROWS]], dtype=dtype) for i in range(0, len(rows), GATHER_ROWS)]
+    columns = [pl.concat(parts, rechunk=False)]
+    del parts, distinct_matrix
     if fused(cfg):
-        distinct_logits = np.array([float(logits[h][0]) for h in distinct], dtype=np.float32)
         columns.append(pl.Series("offence_logit", distinct_logits[rows], dtype=pl.Float32))
     return table.with_columns(columns)
 

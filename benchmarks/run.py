@@ -1,13 +1,15 @@
 """End-to-end run at scale: seconds per stage, against the bare model encode of the same texts.
 
     python benchmarks/run.py --input ../shared/bench/weibo_checked_comments.parquet [--rows N]
-                             [--mode fast|quality] [--executor local|ray]
+                             [--mode default|quality|fast] [--executor local|ray] [--bare-sample N]
 
 The pipeline runs as its own `python -m pipeline run` process with a fresh embedding cache (the
 models are reused, so no conversion is timed); peak RSS is that process's (and its children's,
 e.g. Ray workers) high-water mark. A separate process encodes the run's distinct normalised
 texts with the same embedding model and settings, timing the encode call alone, once before and
-once after the run; the mean of the two is the bare encode time.
+once after the run; the mean of the two is the bare encode time. With --bare-sample N both time a
+seeded sample of N distinct texts and scale to all of them (at a million comments a full bare
+encode would double the benchmark's hour).
 Prints one JSON line: rows, distinct texts, seconds per stage, total seconds, bare encode seconds,
 ratio total/encode, peak RSS MB.
 """
@@ -38,12 +40,17 @@ from pipeline.stage import StageContext
 from pipeline.models import embedder
 cfg = load_config(Path(sys.argv[1]), [])
 texts = pl.read_parquet(sys.argv[2])["text_norm"].drop_nulls().unique(maintain_order=True).to_list()
+n_all, sample = len(texts), int(sys.argv[4])
+if 0 < sample < n_all:
+    import random
+    texts = random.Random(0).sample(texts, sample)  # seeded: the same texts before and after the run
 ctx = StageContext(seed=0, cache_dir=Path(sys.argv[3]), state_dir=None, progress=False)
 model = embedder.load_model(cfg.embed, ctx.cache_dir)
 embedder.encode(model, texts[:256], cfg.embed)  # warm-up: first-call allocations are not the model's speed
 t0 = time.perf_counter()
 embedder.encode(model, texts, cfg.embed)
-print(json.dumps({"texts": len(texts), "seconds": time.perf_counter() - t0}))
+seconds = time.perf_counter() - t0
+print(json.dumps({"texts": n_all, "encoded": len(texts), "seconds": seconds * n_all / len(texts)}))
 """
 
 
@@ -71,9 +78,9 @@ def normalised_texts(sample: Path, mode: str, work: Path) -> Path:
     return path
 
 
-def bare_encode(mode: str, texts_parquet: Path, cache: Path, env: dict) -> dict:
+def bare_encode(mode: str, texts_parquet: Path, cache: Path, env: dict, sample: int = 0) -> dict:
     enc = subprocess.run(
-        [sys.executable, "-c", BARE_ENCODE, str(MODES[mode]), str(texts_parquet), str(cache)],
+        [sys.executable, "-c", BARE_ENCODE, str(MODES[mode]), str(texts_parquet), str(cache), str(sample)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -92,9 +99,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--input", type=Path, required=True, help="parquet/CSV/JSONL with comment_id and text")
     ap.add_argument("--rows", type=int, default=0, help="first N rows only (0 = all)")
-    ap.add_argument("--mode", choices=sorted(MODES), default="quality")
+    ap.add_argument("--mode", choices=sorted(MODES), default="default")
     ap.add_argument("--executor", choices=("local", "ray"), default="local")
     ap.add_argument("--keep", action="store_true", help="keep the work directory and print its path")
+    ap.add_argument(
+        "--bare-sample",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time the bare encode on a seeded sample of N distinct texts and scale it to all of them (0 = encode all)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-run-"))
@@ -109,7 +123,7 @@ def main() -> None:
     out = work / "out"
     # The bare encode runs once before and once after the pipeline, and their mean is the
     # denominator: on a shared machine the same encode varied by +-10% from minute to minute.
-    before = bare_encode(args.mode, normalised_texts(sample, args.mode, work), cache, env)
+    before = bare_encode(args.mode, normalised_texts(sample, args.mode, work), cache, env, args.bare_sample)
     t0 = time.perf_counter()
     res = subprocess.run(
         [
@@ -140,7 +154,7 @@ def main() -> None:
     stages = {s["name"]: s["seconds"] for s in manifest["stages"]}
     embed_facts = next(s["facts"] for s in manifest["stages"] if s["name"] == "embed")
 
-    after = bare_encode(args.mode, out / "comments.parquet", cache, env)
+    after = bare_encode(args.mode, out / "comments.parquet", cache, env, args.bare_sample)
     if before["texts"] != after["texts"]:
         print(f"note: {before['texts']} distinct texts encoded before the run, {after['texts']} in its output", file=sys.stderr)
     bare_seconds = (before["seconds"] + after["seconds"]) / 2
@@ -158,6 +172,7 @@ def main() -> None:
                 "total_seconds": round(total, 1),
                 "bare_encode_seconds": round(bare_seconds, 1),
                 "bare_encode_before_after": [round(before["seconds"], 1), round(after["seconds"], 1)],
+                "bare_encode_texts_timed": before["encoded"],
                 "ratio_total_to_encode": round(total / bare_seconds, 3),
                 "peak_rss_mb": round(peak),
                 "cpus": os.cpu_count(),

@@ -79,8 +79,8 @@ class EmbedConfig(Section):
     """Tokens the model reads per text; longer texts are truncated for the model only."""
     threads: int = Field(0, ge=0)
     """CPU threads of the encoder (torch's, or ONNX Runtime's texts in parallel); 0 = $OMP_NUM_THREADS where set, else all cores."""
-    offence_from_states: bool = False
-    """With the e5 model: also compute the offence logit of models/offence_encoder_extra from e5's token states in the same pass (column offence_logit), so the flag stage with offence_encoder 'extra' needs no second transformer pass (configs/quality.yaml)."""
+    offence_from_states: bool = True
+    """With the e5 model: also compute the offence logit of models/offence_encoder_extra from e5's token states in the same pass (column offence_logit), so the flag stage with offence_encoder 'extra' (the default) needs no second transformer pass. With offence_encoder 'top4' it is not used: set it false there (configs/quality.yaml)."""
 
 
 class DedupConfig(Section):
@@ -130,10 +130,10 @@ class TopicsConfig(Section):
 
 
 class FlagConfig(Section):
-    threshold_abuse: float = Field(0.85, ge=0, le=1)
-    """score_abuse at or above this sets flag_abuse. Chosen with threshold_hate by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate): offensive F1 0.63 (P 0.64, R 0.62) at 1.3% of a random stream's clean comments flagged and 6.8% of all strata's; precision of flag_abuse alone on that split 0.59 (255 flags; 0.57 of the 14 in the random stratum)."""
-    threshold_hate: float = Field(0.75, ge=0, le=1)
-    """score_hate at or above this sets flag_hate (chosen with threshold_abuse on the real dev split); precision of flag_hate alone there 0.58 (64 flags; 2 of the 3 in the random stratum)."""
+    threshold_abuse: float = Field(0.8, ge=0, le=1)
+    """score_abuse at or above this sets flag_abuse. Chosen with threshold_hate for the default offence model (the 'extra' encoder on e5's token states + n-grams) by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate); with the int8 e5 (`python benchmarks/real_flags.py --split dev`): offensive F1 0.64 (P 0.65, R 0.62) at 1.3% of a random stream's clean comments flagged and 7.4% of all strata's; precision of flag_abuse alone on that split 0.60 (237 flags). The 'top4' encoder's thresholds were 0.85 / 0.75 (configs/quality.yaml)."""
+    threshold_hate: float = Field(0.6, ge=0, le=1)
+    """score_hate at or above this sets flag_hate (chosen with threshold_abuse on the real dev split); precision of flag_hate alone there 0.54 (81 flags)."""
     threshold_conspiracy: float = Field(0.475, ge=0, le=1)
     """score_conspiracy at or above this sets flag_conspiracy (chosen with the conspiracy weights below on the real dev split)."""
     conspiracy_model_weight: float = Field(0.3, ge=0, le=1)
@@ -144,8 +144,8 @@ class FlagConfig(Section):
     """Prior the conspiracy n-gram model is recalibrated to (its model.json records the share it was trained on). Chosen on the real dev split with the weights above, from 0.05, 0.1 and 0.2."""
     offence_model: Literal["blend", "encoder", "ngram"] = "blend"
     """Which offence model scores comments: 'blend' (fine-tuned e5 encoder + character n-grams, best on COLD dev), 'encoder' alone, or 'ngram' alone (about 100x faster, 1.6 points lower macro-F1 on COLD dev)."""
-    offence_encoder: Literal["top4", "extra"] = "top4"
-    """Which fine-tuned encoder 'blend' and 'encoder' use: 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass; blend CV macro-F1 0.917 on COLD dev, 0.908 on the own held-out rows) or 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; 0.906 / 0.859)."""
+    offence_encoder: Literal["top4", "extra"] = "extra"
+    """Which fine-tuned encoder 'blend' and 'encoder' use: 'extra' (models/offence_encoder_extra: one layer on top of e5's own token states; with embed.offence_from_states it costs ~1/13 of a pass; blend CV macro-F1 0.906 on COLD dev, 0.859 on the own held-out rows) or 'top4' (models/offence_encoder: e5 with its top 4 layers fine-tuned; a second transformer pass, twice the run time; 0.917 / 0.908). On the real dev split with the int8 e5 (benchmarks/choose_offence.py, COLD dev: 2,000 rows whose matching key is not in COLD train): 'extra' offensive F1 0.64, COLD dev macro-F1 0.891; 'top4' 0.63, 0.889: 'extra' is the default."""
     offence_blend_encoder: float | None = None
     """Blend weight on the encoder's log-odds; none = the weight fitted with the encoder (its model.json 'blend_with_ngram': logistic regression on COLD dev and the own held-out rows; models/README.md)."""
     offence_blend_ngram: float | None = None

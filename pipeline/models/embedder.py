@@ -92,8 +92,14 @@ def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> t
         import torch
 
         vectors, states = model.encode_states(texts, cfg.prompt_name)
-        states_t, mask = pad_states([torch.from_numpy(s) for s in states])
-        return vectors, offence.logits_from_states(states_t, mask)
+        # The offence layer runs on torch in padded batches: texts of similar length together.
+        logits = np.empty(len(texts), np.float32)
+        order = np.argsort([len(s) for s in states], kind="stable")
+        for start in range(0, len(order), OFFENCE_BATCH):
+            idx = order[start : start + OFFENCE_BATCH]
+            states_t, mask = pad_states([torch.from_numpy(states[i]) for i in idx])
+            logits[idx] = offence.logits_from_states(states_t, mask)
+        return vectors, logits
     vectors = np.empty((len(texts), DIM), np.float32)
     logits = np.empty(len(texts), np.float32)
     for idx, features, out in _forward(model, texts, cfg):
@@ -107,6 +113,7 @@ def encode_with_offence(model, offence, texts: list[str], cfg: EmbedConfig) -> t
 # decided between 2 and 4 topics on the 36-comment sample. With it a text's vector does not depend
 # on which texts share its batch, what the cache already held, or the executor.
 PAD_MULTIPLE = 8
+OFFENCE_BATCH = 64
 
 
 def _forward(model, texts: list[str], cfg: EmbedConfig):

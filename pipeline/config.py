@@ -131,7 +131,7 @@ class TopicsConfig(Section):
 
 class FlagConfig(Section):
     threshold_abuse: float = Field(0.8, ge=0, le=1)
-    """score_abuse at or above this sets flag_abuse. Chosen with threshold_hate for the default offence model (the 'extra' encoder on e5's token states + n-grams) by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate); with the int8 e5 (`python benchmarks/real_flags.py --split dev`): offensive F1 0.64 (P 0.65, R 0.62) at 1.3% of a random stream's clean comments flagged and 7.4% of all strata's; precision of flag_abuse alone on that split 0.60 (237 flags). The 'top4' encoder's thresholds were 0.85 / 0.75 (configs/quality.yaml)."""
+    """score_abuse at or above this sets flag_abuse. Chosen with threshold_hate for the default offence model (the 'extra' encoder on e5's token states + n-grams) by benchmarks/choose_offence.py on the real dev split (1,972 hand-labelled weibo_ced comments, 330 abusive or hate); with the int8 e5 (`python benchmarks/real_flags.py --split dev`): offensive F1 0.64 (P 0.65, R 0.62) at 1.5% of a random stream's clean comments flagged and 7.4% of all strata's; precision of flag_abuse alone on that split 0.60 (237 flags). The 'top4' encoder's thresholds were 0.85 / 0.75 (configs/quality.yaml)."""
     threshold_hate: float = Field(0.6, ge=0, le=1)
     """score_hate at or above this sets flag_hate (chosen with threshold_abuse on the real dev split); precision of flag_hate alone there 0.54 (81 flags)."""
     threshold_conspiracy: float = Field(0.475, ge=0, le=1)

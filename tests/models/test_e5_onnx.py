@@ -110,3 +110,13 @@ def test_an_incomplete_build_is_not_trusted(tmp_path: Path) -> None:
     assert not e5_onnx.is_complete(target)
     marker = json.loads((built / e5_onnx.MARKER).read_text())
     assert marker["runtime_id"] == e5_onnx.RUNTIME_ID and marker["e5_model_id"] == e5_model.MODEL_ID
+
+
+def test_threads_come_from_the_config_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Ray actor with one CPU gets
+    assert e5_onnx.resolve_threads(0) == 1
+    assert e5_onnx.resolve_threads(3) == 3  # embed.threads wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert e5_onnx.resolve_threads(0) == len(os.sched_getaffinity(0))

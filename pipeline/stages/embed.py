@@ -88,7 +88,7 @@ def run(table: pl.DataFrame, cfg: EmbedConfig, ctx: StageContext) -> pl.DataFram
     distinct = dict(zip(hashes, texts))  # one vector per distinct normalised text
     vectors = EmbeddingCache(ctx.cache_dir, cache_id(cfg)).lookup(list(distinct)) if uses_cache(cfg) else {}
     logits: dict = {}
-    if fused(cfg):
+    if fused(cfg) and distinct:  # an empty batch needs no model (nor torch) at all
         logits = EmbeddingCache(ctx.cache_dir, logit_cache_id(cfg, load_offence_encoder(ctx.models_dir, ctx.cache_dir))).lookup(
             list(distinct)
         )

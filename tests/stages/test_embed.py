@@ -28,10 +28,11 @@ TEXTS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime, logit_tolerance", [("torch", 1e-3), ("onnx-int8", 0.5)])
-def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits(runtime, logit_tolerance):
+@pytest.mark.parametrize("runtime, probability_tolerance", [("torch", 1e-4), ("onnx-int8", 0.05)])
+def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits(runtime, probability_tolerance):
     # The default config: one pass. On torch the logits are the encoder's own to rounding; on the
-    # int8 runtime they come from states at cosine ~0.99 to torch's.
+    # int8 runtime they come from states at cosine ~0.99 to torch's, so compare what a threshold
+    # sees: the probability (far-negative logits differ by more than a unit and mean the same).
     cfg = load_config(None, [f"embed.runtime={runtime}"])
     assert cfg.embed.offence_from_states and cfg.flag.offence_encoder == "extra"
     ctx = stage_context(embed_config=cfg.embed)
@@ -39,7 +40,10 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits(runtime, 
     plain = embedder.encode(embedder.load_model(cfg.embed, ctx.cache_dir), TEXTS, cfg.embed)
     assert np.allclose(table["embedding"].to_numpy(), plain, atol=1e-6)
     expected = scoring.load_encoder(PROJECT / "models", ctx.cache_dir, "extra").logits(TEXTS)
-    assert np.allclose(table["offence_logit"].to_numpy(), expected, atol=logit_tolerance)
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
+
+    assert np.allclose(sigmoid(table["offence_logit"].to_numpy()), sigmoid(expected), atol=probability_tolerance)
     assert table["offence_logit"][1] == table["offence_logit"][5]  # copies share one computation
 
     scored = flag.run(table, cfg.flag, ctx)

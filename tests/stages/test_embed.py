@@ -40,6 +40,7 @@ def test_fused_pass_gives_the_plain_embeddings_and_the_encoders_logits(runtime, 
     plain = embedder.encode(embedder.load_model(cfg.embed, ctx.cache_dir), TEXTS, cfg.embed)
     assert np.allclose(table["embedding"].to_numpy(), plain, atol=1e-6)
     expected = scoring.load_encoder(PROJECT / "models", ctx.cache_dir, "extra").logits(TEXTS)
+
     def sigmoid(x):
         return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
 

@@ -1,6 +1,7 @@
 """Chinese comment moderation and clustering: near-duplicates, topics, flags and a review queue.
 
-Commands: run, train-flags, evaluate, sample-flags, report, distill-static, config, describe.
+Commands: run, train-flags, evaluate, sample-flags, report, serve, moderator, distill-static, config,
+describe.
 
 Exit codes a scheduler can act on: 0 success, 2 bad input or config, 3 directory locked by
 another run, 1 internal error. Errors print one line saying what to do; --debug adds the traceback.
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the fast static embedding model (embed.model: static-e5) from e5, "
         "once per machine (~10 minutes on 2 cores); runs also build it on first use",
     )
+    from pipeline.desk import commands as desk_commands
+
+    desk_commands.add_parsers(sub)
     sub.add_parser("config", help="print every config knob with its default and meaning")
     sub.add_parser("describe", help="print the stage graph: what each stage needs and adds")
     return parser
@@ -325,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.report import sample_flags
 
             return sample_flags.main(args.output, args.per_category, args.seed, args.out, args.category)
+        if args.command in ("serve", "moderator"):
+            from pipeline.desk import commands as desk_commands
+
+            return desk_commands.run(args)
         if args.command == "report":
             from pipeline.report import page as report
 

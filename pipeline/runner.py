@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import Config, stable_hash
+from pipeline.desk import store as desk_store
 from pipeline.exec.executor import make_executor
 from pipeline.io import decisions, readers
 from pipeline.io.fileio import atomic_write_csv, atomic_write_json, atomic_write_parquet, file_sha256
@@ -272,10 +273,15 @@ class Runner:
 
     def _export(self, table: pl.DataFrame, side: dict[str, pl.DataFrame]) -> dict[str, str]:
         t0 = time.time()
-        # Decisions: those kept in the state directory, then the --decisions file (the latest wins).
+        # Decisions: with a state directory, its desk database (the --decisions file is recorded
+        # there as an import); without one, the --decisions file alone.
         saved = self._state_path(decisions.STATE_NAME)
         new = decisions.read_file(self.decisions_file, table.select("comment_id", "dup_group")) if self.decisions_file else None
-        decided = decisions.merge(pl.read_parquet(saved) if saved is not None and saved.exists() else None, new)
+        if self.cfg.run.state_dir is not None:
+            name = self.decisions_file.name if self.decisions_file else ""
+            decided = desk_store.decisions_for_run(self.cfg.run.state_dir, saved, new, name)
+        else:
+            decided = decisions.merge(new)
         side[decisions.STATE_NAME] = decided
         built = export.build(table, side["topics"], self.cfg.export, decided)
         out = self.out_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,12 +42,12 @@ def run_cli(*args: str, cwd: Path = PROJECT, env: dict | None = None) -> subproc
 SAMPLE = PROJECT / "samples" / "comments.jsonl"
 
 
-def run_pipeline(inputs: list[Path], out: Path, *overrides: str, decisions: Path | None = None) -> dict:
+def run_pipeline(inputs: list[Path], out: Path, *overrides: str, decisions: Path | None = None, config: Path | None = None) -> dict:
     """A run in this process (the models load once per test session), without progress bars."""
     from pipeline.config import load_config
     from pipeline.runner import Runner
 
-    return Runner(inputs, out, load_config(None, ["run.progress=false", *overrides]), decisions=decisions).run()
+    return Runner(inputs, out, load_config(config, ["run.progress=false", *overrides]), decisions=decisions).run()
 
 
 def stage_context(**fields):
@@ -64,3 +65,22 @@ def sample_run(tmp_path_factory) -> Path:
     result = run_cli("run", "--input", str(SAMPLE), "--output", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     return out
+
+
+def browser():
+    """Headless Debian chromium driven by selenium; the test skips when either is absent."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver)) if not found]
+    if missing:
+        packages = " ".join({"chromium": "chromium", "chromedriver": "chromium-driver"}[m] for m in missing)
+        pytest.skip(f"{' and '.join(missing)} not found on PATH (Debian/Ubuntu: apt-get install {packages})")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)

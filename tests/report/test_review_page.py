@@ -9,7 +9,7 @@ import shutil
 import polars as pl
 import pytest
 
-from conftest import SAMPLE, run_pipeline, write_jsonl
+from conftest import SAMPLE, browser, run_pipeline, write_jsonl
 
 run = run_pipeline
 
@@ -19,24 +19,6 @@ def sample_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("page") / "out"
     run([SAMPLE], out)
     return out
-
-
-def browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    missing = [name for name, found in (("chromium", chromium), ("chromedriver", driver)) if not found]
-    if missing:
-        packages = " ".join({"chromium": "chromium", "chromedriver": "chromium-driver"}[m] for m in missing)
-        pytest.skip(f"{' and '.join(missing)} not found on PATH (Debian/Ubuntu: apt-get install {packages})")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
 
 
 @pytest.mark.slow

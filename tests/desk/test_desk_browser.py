@@ -53,8 +53,12 @@ def test_a_moderator_logs_in_decides_three_groups_by_key_and_the_next_run_applie
             assert driver.find_element(By.ID, "help").is_displayed()
             body.send_keys("?")
 
+            # Read in one script call: the page re-renders the list after each decision.
             def current():
-                return driver.find_element(By.CSS_SELECTOR, "#queue .entry.current").get_attribute("data-group")
+                return driver.execute_script("const e = document.querySelector('#queue .entry.current'); return e && e.dataset.group")
+
+            def listed():
+                return driver.execute_script("return [...document.querySelectorAll('#queue .entry')].map(e => e.dataset.group)")
 
             first = current()
             body.send_keys("j")
@@ -68,13 +72,12 @@ def test_a_moderator_logs_in_decides_three_groups_by_key_and_the_next_run_applie
                 body.send_keys("k")
                 wait_for(lambda g=group: current() == g)
                 body.send_keys(key)
-                wait_for(
-                    lambda g=group: g not in [e.get_attribute("data-group") for e in driver.find_elements(By.CSS_SELECTOR, "#queue .entry")]
-                )
+                wait_for(lambda g=group: g not in listed())
                 decided.append(group)
             body.send_keys("z")
             assert "zen" in body.get_attribute("class")
-            assert len([e for e in driver.find_elements(By.CSS_SELECTOR, "#queue .entry") if e.is_displayed()]) == 1
+            shown = "return [...document.querySelectorAll('#queue .entry')].filter(e => e.offsetParent !== null).length"
+            assert driver.execute_script(shown) == 1
 
             status, audit = call(desk, "GET", "/api/audit", token)
             assert [(e["dup_group"], e["decision"], e["moderator"]) for e in audit["entries"]] == list(

@@ -175,8 +175,17 @@ class DeskStore:
         with self._tx() as db:
             return [self._record(db, moderator, g, d, note, source) for g, d, note in checked]
 
-    def _record(self, db: sqlite3.Connection, moderator: str, group: str, decision: str, note: str | None, source: str) -> dict:
-        at = now_iso()
+    def _record(
+        self,
+        db: sqlite3.Connection,
+        moderator: str,
+        group: str,
+        decision: str,
+        note: str | None,
+        source: str,
+        decided_at: str | None = None,
+    ) -> dict:
+        at = now_iso()  # when the desk recorded it; an import keeps its file's decided_at as the decision's time
         current = db.execute("SELECT decision, audit_id FROM decisions WHERE dup_group = ?", (group,)).fetchone()
         previous = None if current is None else current["decision"]
         previous_id = None if current is None else current["audit_id"]
@@ -205,7 +214,7 @@ class DeskStore:
                 "INSERT INTO decisions (dup_group, decision, note, moderator, decided_at, audit_id) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (dup_group) DO UPDATE SET decision = excluded.decision, note = excluded.note,"
                 " moderator = excluded.moderator, decided_at = excluded.decided_at, audit_id = excluded.audit_id",
-                (group, decision, note, moderator, at, audit_id),
+                (group, decision, note, moderator, decided_at or at, audit_id),
             )
         return {
             "id": audit_id,
@@ -236,15 +245,19 @@ class DeskStore:
 
     def import_decisions(self, table: pl.DataFrame, source: str) -> int:
         """Decisions from a file (--decisions, or the state's decisions.parquet), recorded in the
-        audit log with source `import:NAME`. Rows equal to the group's current decision are skipped,
-        so importing the same file twice changes nothing. Returns how many were recorded."""
+        audit log with source `import:NAME`. Rows equal to the group's current decision, or older
+        than it, are skipped, so importing the same file twice changes nothing. Returns how many
+        were recorded."""
         with self._tx() as db:
             n = 0
             for row in table.iter_rows(named=True):
-                current = db.execute("SELECT decision, note FROM decisions WHERE dup_group = ?", (row["dup_group"],)).fetchone()
-                if current is not None and (current["decision"], current["note"]) == (row["decision"], row["decision_note"]):
+                current = db.execute("SELECT decision, note, decided_at FROM decisions WHERE dup_group = ?", (row["dup_group"],)).fetchone()
+                if current is not None and (
+                    (current["decision"], current["note"]) == (row["decision"], row["decision_note"])
+                    or str(row["decided_at"]) < current["decided_at"]  # the latest decision on a group wins (ISO times)
+                ):
                     continue
-                self._record(db, "import", row["dup_group"], row["decision"], row["decision_note"], f"import:{source}")
+                self._record(db, "import", row["dup_group"], row["decision"], row["decision_note"], f"import:{source}", row["decided_at"])
                 n += 1
             return n
 

@@ -56,6 +56,7 @@ def priority_expr() -> pl.Expr:
 
 
 def comments_table(table: pl.DataFrame, decided: pl.DataFrame | None = None) -> pl.DataFrame:
+    table = table.drop("embedding", strict=False)  # not exported; the join and sort below would copy it
     if decided is not None:
         # A decision on a group holds for every member, including comments that joined it later.
         table = table.join(decided, on="dup_group", how="left", maintain_order="left")

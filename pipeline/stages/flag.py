@@ -95,7 +95,10 @@ def run(table: pl.DataFrame, cfg: FlagConfig, ctx: StageContext) -> pl.DataFrame
     del batch
     if not with_vectors:
         scored = _add_nearest_examples(scored, table, cfg, example_vectors)
-    table = table.join(scored, on="text_norm", how="left", maintain_order="left")
+    # The key alone is joined (a whole-table join would copy the embedding vectors too).
+    joined = table.select("text_norm").join(scored, on="text_norm", how="left", maintain_order="left")
+    table = table.with_columns(joined.drop("text_norm").get_columns())
+    del joined
     res = load_resources(models_dir_of(cfg))
     thresholds = {c: getattr(cfg, f"threshold_{c}") for c in CATEGORIES}
     table = table.with_columns([(pl.col(f"score_{c}") >= thresholds[c]).alias(f"flag_{c}") for c in CATEGORIES])

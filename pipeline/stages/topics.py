@@ -221,7 +221,9 @@ def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFra
         ctx.log.info("topics: %d representatives assigned to %d saved topics", len(vectors), saved.height)
 
     rep_topics = pl.DataFrame({"dup_group": reps["dup_group"], "topic_id": labels})
-    table = table.join(rep_topics, on="dup_group", how="left", maintain_order="left")
+    # Join the key alone and add the result: a join of the whole table would copy every column,
+    # the embedding vectors too (1.7 GB at a million comments).
+    table = table.with_columns(table.select("dup_group").join(rep_topics, on="dup_group", how="left", maintain_order="left")["topic_id"])
     ctx.log.info("topics: keywords and labels of %d topics", len(set(labels.tolist()) - {-1}))
     topics = describe_topics(table, reps.with_columns(pl.Series("topic_id", labels)), vectors, labels, cfg, ctx.seed)
     if mode == "assigned":

@@ -152,14 +152,14 @@ def create_app(state_dir: Path, run_dir: Path) -> FastAPI:
         name = moderator(request)
         if decided not in ("no", "yes", "all"):
             raise HTTPException(422, "decided must be no, yes or all")
-        current = store.current()
-        rows = run.select(set(current), category, topic, search, decided)
+        rows = run.select(store.decided_groups() if decided != "all" else set(), category, topic, search, decided)
         if ids_only:  # what a bulk action over everything the filter shows needs
             return {"total": rows.height, "dup_groups": rows["dup_group"].to_list()}
         offset, limit = max(0, offset), max(1, min(limit, MAX_PAGE))
         claims = store.claims(time.time())
-        page = []
-        for row in rows.slice(offset, limit).iter_rows(named=True):
+        page, shown = [], rows.slice(offset, limit)
+        current = store.current(shown["dup_group"].to_list())
+        for row in shown.iter_rows(named=True):
             entry = record(row)
             d = current.get(row["dup_group"])
             entry["decision"] = None if d is None else {k: d[k] for k in ("decision", "note", "moderator", "decided_at")}

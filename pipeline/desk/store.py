@@ -238,6 +238,9 @@ class DeskStore:
                 rows += db.execute(f"SELECT * FROM decisions WHERE dup_group IN ({','.join('?' * len(part))})", part).fetchall()
         return {r["dup_group"]: dict(r) for r in rows}
 
+    def decided_groups(self) -> set[str]:
+        return {r[0] for r in self._db().execute("SELECT dup_group FROM decisions").fetchall()}
+
     def current_decisions(self) -> pl.DataFrame:
         """The current decisions in the shape the runner applies (pipeline.io.decisions.SCHEMA)."""
         rows = self._db().execute("SELECT dup_group, decision, note AS decision_note, decided_at FROM decisions ORDER BY dup_group")

@@ -275,11 +275,10 @@ class Runner:
         t0 = time.time()
         # Decisions: with a state directory, its desk database (the --decisions file is recorded
         # there as an import); without one, the --decisions file alone.
-        saved = self._state_path(decisions.STATE_NAME)
         new = decisions.read_file(self.decisions_file, table.select("comment_id", "dup_group")) if self.decisions_file else None
         if self.cfg.run.state_dir is not None:
             name = self.decisions_file.name if self.decisions_file else ""
-            decided = desk_store.decisions_for_run(self.cfg.run.state_dir, saved, new, name)
+            decided = desk_store.decisions_for_run(self.cfg.run.state_dir, new, name)
         else:
             decided = decisions.merge(new)
         side[decisions.STATE_NAME] = decided

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.io.decisions import DECISIONS, SCHEMA
+from pipeline.io.decisions import DECISIONS, SCHEMA, STATE_NAME
 
 DB_NAME = "desk.sqlite"
 UNDO = "undo"
@@ -149,19 +149,6 @@ class DeskStore:
 
     # Decisions ------------------------------------------------------------------------------------
 
-    def record(self, moderator: str, dup_group: str, decision: str, note: str | None = None, source: str = "desk") -> dict:
-        """One decision (or an undo of the group's current one), in one transaction. Returns the
-        audit row written."""
-        decision = str(decision or "").strip().lower()
-        if decision not in (*DECISIONS, UNDO):
-            raise DeskError(f"decision {decision!r} is not one of {', '.join((*DECISIONS, UNDO))}")
-        dup_group = str(dup_group or "").strip()
-        if not dup_group:
-            raise DeskError("dup_group is missing")
-        note = None if note is None else str(note)[:2000]
-        with self._tx() as db:
-            return self._record(db, moderator, dup_group, decision, note, source)
-
     def record_many(self, moderator: str, items: list[dict], source: str = "desk") -> list[dict]:
         """A bulk action: all in one transaction, or none (a bad item refuses the whole list)."""
         checked = []
@@ -226,16 +213,12 @@ class DeskStore:
             "previous": previous,
         }
 
-    def current(self, groups: list[str] | None = None) -> dict[str, dict]:
-        """Current decision per group (all groups, or those named)."""
-        db = self._db()
-        if groups is None:
-            rows = db.execute("SELECT * FROM decisions").fetchall()
-        else:
-            rows = []
-            for i in range(0, len(groups), 500):
-                part = groups[i : i + 500]
-                rows += db.execute(f"SELECT * FROM decisions WHERE dup_group IN ({','.join('?' * len(part))})", part).fetchall()
+    def current(self, groups: list[str]) -> dict[str, dict]:
+        """Current decision of each named group that has one."""
+        rows = []
+        for i in range(0, len(groups), 500):  # SQLite caps the parameters of one statement
+            part = groups[i : i + 500]
+            rows += self._db().execute(f"SELECT * FROM decisions WHERE dup_group IN ({','.join('?' * len(part))})", part).fetchall()
         return {r["dup_group"]: dict(r) for r in rows}
 
     def decided_groups(self) -> set[str]:
@@ -300,24 +283,15 @@ class DeskStore:
         rows = self._db().execute("SELECT dup_group, moderator FROM claims WHERE expires_at > ?", (now,)).fetchall()
         return {r["dup_group"]: r["moderator"] for r in rows}
 
-    def integrity(self) -> str:
-        return self._db().execute("PRAGMA integrity_check").fetchone()[0]
 
-
-def open_desk(state_dir: Path | None) -> DeskStore | None:
-    """The state directory's desk, if it has one (the runner never creates one for plain runs)."""
-    if state_dir is None or not (state_dir / DB_NAME).exists():
-        return None
-    return DeskStore(state_dir)
-
-
-def decisions_for_run(state_dir: Path, saved: Path | None, new: pl.DataFrame | None, source: str) -> pl.DataFrame:
+def decisions_for_run(state_dir: Path, new: pl.DataFrame | None, source: str) -> pl.DataFrame:
     """What `run --state-dir` applies: the desk's current decisions, after recording into its audit
     log the --decisions file (`new`) and, once, the decisions.parquet that state directories kept
     before the desk existed. The database is then the one record: an undo at the desk sticks."""
     desk = DeskStore(state_dir)
+    saved = state_dir / f"{STATE_NAME}.parquet"
     if desk.meta("state_parquet_imported") is None:
-        if saved is not None and saved.exists():
+        if saved.exists():
             desk.import_decisions(pl.read_parquet(saved), saved.name)
         desk.set_meta("state_parquet_imported", now_iso())
     if new is not None and new.height:

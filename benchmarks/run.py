@@ -71,7 +71,7 @@ def normalised_texts(sample: Path, mode: str, work: Path) -> Path:
     from pipeline.stages.ingest import Normalizer
 
     cfg = load_config(MODES[mode], []).ingest
-    raw = read_inputs([sample], cfg.id_column, cfg.text_column, cfg.thread_comments_start)
+    raw = read_inputs([sample], cfg.id_column, cfg.text_column, cfg.thread_comments_start, cfg.context_columns)
     texts = raw.filter(pl.col("read_error").is_null() & pl.col("raw_text").is_not_null())["raw_text"]
     path = work / "text_norm.parquet"
     Normalizer(cfg.max_chars)(pl.DataFrame({"text": texts})).write_parquet(path)

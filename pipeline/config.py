@@ -64,6 +64,16 @@ class IngestConfig(Section):
     """Longer texts are kept whole in `text` but cut to this length in `text_norm`."""
     thread_comments_start: int | None = Field(None, ge=1)
     """For .txt threads: 1-based line where comments start; none = detect (see README)."""
+    thread_column: str | None = "thread_id"
+    """Input column naming the thread (post) a comment was left under, read when present (a .txt thread file is one thread: its name); null = none. Campaigns need it."""
+    time_column: str | None = "created_at"
+    """Input column with the comment's time, read when present: ISO-8601 ('2024-05-01 20:15', '2024-05-01T20:15:00+08:00'; no offset = UTC) or epoch seconds (13 digits = milliseconds). An unreadable time keeps the comment, with a note in time_note."""
+    user_column: str | None = "user_id"
+    """Input column with the comment's author, read when present; null = none."""
+
+    @property
+    def context_columns(self) -> tuple[str | None, str | None, str | None]:
+        return (self.thread_column, self.time_column, self.user_column)
 
 
 class EmbedConfig(Section):
@@ -160,6 +170,21 @@ class FlagConfig(Section):
     """Where the offence model and lexicons live; none = the project's models/."""
 
 
+class CampaignConfig(Section):
+    window_minutes: int = Field(120, ge=1)
+    """Sliding window in which copies of one duplicate group are counted: the campaign score reads the window holding the most threads (README 'Campaigns')."""
+    threshold: float = Field(0.5, ge=0, le=1)
+    """campaign_score at or above this sets flag_campaign on every member of the group (it counts toward needs_review)."""
+    report_floor: float = Field(0.2, ge=0, le=1)
+    """Groups scoring at least this are listed in campaigns.parquet."""
+    min_distinct_chars: int = Field(4, ge=0)
+    """Keys with at most this many distinct characters ('加油', '转发微博', '致敬') score 0: slogans, not messages."""
+    full_distinct_chars: int = Field(12, ge=1)
+    """Keys with at least this many distinct characters get the full length factor; it rises linearly in between."""
+    history_days: int = Field(14, ge=0)
+    """With a state directory, copies of repeated groups are kept this many days (before the latest time seen), so a campaign that spans nights is seen as one; 0 = no history."""
+
+
 class ExportConfig(Section):
     csv_bom: bool = True
     """Write review CSV with a UTF-8 BOM so spreadsheet programs show Chinese correctly."""
@@ -172,6 +197,7 @@ class Config(Section):
     dedup: DedupConfig = DedupConfig()
     topics: TopicsConfig = TopicsConfig()
     flag: FlagConfig = FlagConfig()
+    campaign: CampaignConfig = CampaignConfig()
     export: ExportConfig = ExportConfig()
 
     def section_hash(self, name: str) -> str:

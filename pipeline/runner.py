@@ -31,10 +31,10 @@ from pipeline.io.lock import DirectoryLock
 from pipeline.report import page as report
 from pipeline.scoring.score import CATEGORIES, models_dir_of
 from pipeline.stage import Stage, StageContext
-from pipeline.stages import dedup, embed, export, flag, ingest, topics
+from pipeline.stages import campaigns, dedup, embed, export, flag, ingest, topics
 
 log = logging.getLogger("pipeline")
-STAGES: tuple[Stage, ...] = (ingest.STAGE, embed.STAGE, dedup.STAGE, topics.STAGE, flag.STAGE)
+STAGES: tuple[Stage, ...] = (ingest.STAGE, embed.STAGE, dedup.STAGE, campaigns.STAGE, topics.STAGE, flag.STAGE)
 LIBRARIES = (
     "polars",
     "torch",
@@ -206,9 +206,8 @@ class Runner:
             cached = self._load_cached(stage, fp)
             if table is None:
                 if cached is None:
-                    table = readers.read_inputs(
-                        self.inputs, self.cfg.ingest.id_column, self.cfg.ingest.text_column, self.cfg.ingest.thread_comments_start
-                    )
+                    ing = self.cfg.ingest
+                    table = readers.read_inputs(self.inputs, ing.id_column, ing.text_column, ing.thread_comments_start, ing.context_columns)
                     self._warn_empty_inputs(table)
                 rows_in = table.height if cached is None else cached[2].get("rows_in", 0)
             else:
@@ -286,12 +285,14 @@ class Runner:
         out = self.out_dir
         atomic_write_parquet(built["comments"], out / "comments.parquet")
         atomic_write_parquet(built["topics"], out / "topics.parquet")
+        atomic_write_parquet(side["campaigns"], out / "campaigns.parquet")
         atomic_write_parquet(built["review_queue"], out / "review" / "queue.parquet")
         atomic_write_csv(built["review_queue_csv"], out / "review" / "queue.csv", bom=self.cfg.export.csv_bom)
         atomic_write_parquet(report.map_points(table, self.cfg.run.seed), out / "review" / "map.parquet")
         files = {
             "comments": "comments.parquet",
             "topics": "topics.parquet",
+            "campaigns": "campaigns.parquet",
             "review_queue": "review/queue.parquet",
             "review_queue_csv": "review/queue.csv",
         }
@@ -322,6 +323,7 @@ class Runner:
             "quarantined": 0 if quarantine is None else quarantine.height,
             "dup_groups": comments["dup_group"].n_unique(),
             "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES},
+            "flagged_campaign": int(comments["flag_campaign"].sum()),
             "needs_review": int(comments["needs_review"].sum()),
             "review_groups": built["review_queue"].height,
             "topics": int((built["topics"]["topic_id"] >= 0).sum()),

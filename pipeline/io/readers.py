@@ -19,15 +19,34 @@ from typing import Any
 import polars as pl
 
 SUPPORTED = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".txt": "txt"}
-RAW_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "raw_id": pl.String, "raw_text": pl.String, "read_error": pl.String}
+RAW_SCHEMA = {
+    "source_file": pl.String,
+    "source_row": pl.Int64,
+    "raw_id": pl.String,
+    "raw_text": pl.String,
+    "read_error": pl.String,
+    # Optional context columns (ingest.thread_column, time_column, user_column), as read: the ingest
+    # stage parses the time. Null where the file has no such column.
+    "raw_thread": pl.String,
+    "raw_time": pl.String,
+    "raw_user": pl.String,
+}
+CONTEXT = ("raw_thread", "raw_time", "raw_user")
 
 
 class InputFileError(Exception):
     """An input file that cannot be read at all; the message names the file and what to do."""
 
 
-def read_inputs(paths: list[Path], id_column: str, text_column: str, thread_comments_start: int | None = None) -> pl.DataFrame:
-    frames = [read_one(p, id_column, text_column, thread_comments_start) for p in paths]
+def read_inputs(
+    paths: list[Path],
+    id_column: str,
+    text_column: str,
+    thread_comments_start: int | None = None,
+    context_columns: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> pl.DataFrame:
+    """`context_columns`: the input columns of the thread, the time and the author (None = not read)."""
+    frames = [read_one(p, id_column, text_column, thread_comments_start, context_columns) for p in paths]
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=RAW_SCHEMA)
 
 
@@ -45,22 +64,42 @@ def check_file(path: Path) -> str:
     return kind
 
 
-def read_one(path: Path, id_column: str, text_column: str, thread_comments_start: int | None) -> pl.DataFrame:
+def read_one(
+    path: Path,
+    id_column: str,
+    text_column: str,
+    thread_comments_start: int | None,
+    context_columns: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> pl.DataFrame:
     kind = check_file(path)
     try:
         if kind == "parquet":
-            rows = list(_parquet_rows(path, id_column, text_column))
+            rows = list(_parquet_rows(path, id_column, text_column, context_columns))
         else:
             data = path.read_bytes()
             if kind == "jsonl":
-                rows = list(_jsonl_rows(data, id_column, text_column))
+                rows = list(_jsonl_rows(data, id_column, text_column, context_columns))
             elif kind in ("csv", "tsv"):
-                rows = list(_csv_rows(path, data, id_column, text_column, "\t" if kind == "tsv" else ","))
+                rows = list(_csv_rows(path, data, id_column, text_column, "\t" if kind == "tsv" else ",", context_columns))
             else:
-                rows = list(_thread_rows(data, thread_comments_start))
+                # A thread file is one thread: its name is the thread.
+                rows = [(n, i, t, err, (path.stem, None, None)) for n, i, t, err in _thread_rows(data, thread_comments_start)]
     except OSError as e:
         raise InputFileError(f"{path}: cannot read ({e.strerror or e}); check permissions") from None
-    return pl.DataFrame([(str(path), n, i, t, err) for n, i, t, err in rows], schema=RAW_SCHEMA, orient="row")
+    return pl.DataFrame([(str(path), n, i, t, err, *ctx) for n, i, t, err, ctx in rows], schema=RAW_SCHEMA, orient="row")
+
+
+NO_CONTEXT = (None, None, None)
+
+
+def _as_context(value: Any) -> str | None:
+    """A thread, time or author value as text (times are parsed by the ingest stage)."""
+    if value is None or isinstance(value, (dict, list, bool)) or value != value:
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    text = str(value).strip()
+    return text or None
 
 
 def _as_text(value: Any) -> tuple[str | None, str | None]:
@@ -89,7 +128,7 @@ def _decode(line: bytes) -> tuple[str | None, str | None]:
         return None, f"invalid UTF-8 at byte {e.start}"
 
 
-def _jsonl_rows(data: bytes, id_column: str, text_column: str) -> Iterator[tuple]:
+def _jsonl_rows(data: bytes, id_column: str, text_column: str, context_columns=NO_CONTEXT) -> Iterator[tuple]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     lines = data.split(b"\n")
@@ -98,27 +137,27 @@ def _jsonl_rows(data: bytes, id_column: str, text_column: str) -> Iterator[tuple
     for n, line in enumerate(lines, 1):
         if not line.strip():
             # Quarantined rather than skipped, so every line of the file is accounted for.
-            yield n, None, None, "blank line: no JSON object"
+            yield n, None, None, "blank line: no JSON object", NO_CONTEXT
             continue
         decoded, err = _decode(line.rstrip(b"\r"))
         if err:
-            yield n, None, None, err
+            yield n, None, None, err, NO_CONTEXT
             continue
         try:
             obj = json.loads(decoded)
         except json.JSONDecodeError as e:
-            yield n, None, None, f"invalid JSON ({e.msg} at column {e.colno})"
+            yield n, None, None, f"invalid JSON ({e.msg} at column {e.colno})", NO_CONTEXT
             continue
         if not isinstance(obj, dict):
-            yield n, None, None, f"line is a JSON {type(obj).__name__}, not an object"
+            yield n, None, None, f"line is a JSON {type(obj).__name__}, not an object", NO_CONTEXT
             continue
         text, err = _as_text(obj.get(text_column))
         if err and text_column not in obj:
             err = f"no {text_column!r} field"
-        yield n, _as_id(obj.get(id_column)), text, err
+        yield n, _as_id(obj.get(id_column)), text, err, tuple(_as_context(obj.get(c)) if c else None for c in context_columns)
 
 
-def _csv_rows(path: Path, data: bytes, id_column: str, text_column: str, delimiter: str) -> Iterator[tuple]:
+def _csv_rows(path: Path, data: bytes, id_column: str, text_column: str, delimiter: str, context_columns=NO_CONTEXT) -> Iterator[tuple]:
     # surrogateescape keeps undecodable bytes visible so each bad row is quarantined, not the file.
     content = data.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
@@ -131,38 +170,42 @@ def _csv_rows(path: Path, data: bytes, id_column: str, text_column: str, delimit
             f"set ingest.text_column, e.g. --set ingest.text_column={header[-1]}"
         )
     ti, ii = header.index(text_column), header.index(id_column) if id_column in header else None
+    ci = [header.index(c) if c and c in header else None for c in context_columns]
     for record in reader:
         n = reader.line_num  # line where this record ends: what a spreadsheet user can find
         if not record:
-            yield n, None, None, "blank line: no fields"
+            yield n, None, None, "blank line: no fields", NO_CONTEXT
             continue
         if len(record) != len(header):
-            yield n, None, None, f"{len(record)} fields, the header has {len(header)}"
+            yield n, None, None, f"{len(record)} fields, the header has {len(header)}", NO_CONTEXT
             continue
         bad = next((f for f in record if _has_surrogates(f)), None)
         if bad is not None:
-            yield n, None, None, "invalid UTF-8"
+            yield n, None, None, "invalid UTF-8", NO_CONTEXT
             continue
-        yield n, (record[ii] or None) if ii is not None else None, record[ti], None
+        context = tuple(_as_context(record[i]) if i is not None else None for i in ci)
+        yield n, (record[ii] or None) if ii is not None else None, record[ti], None, context
 
 
 def _has_surrogates(s: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in s)
 
 
-def _parquet_rows(path: Path, id_column: str, text_column: str) -> Iterator[tuple]:
+def _parquet_rows(path: Path, id_column: str, text_column: str, context_columns=NO_CONTEXT) -> Iterator[tuple]:
     try:
         schema = pl.read_parquet_schema(path)
     except Exception as e:  # polars raises several error types for a corrupt file
         raise InputFileError(f"{path}: not a readable parquet file ({type(e).__name__}); re-export it") from None
     if text_column not in schema:
         raise InputFileError(f"{path}: no {text_column!r} column (columns: {', '.join(schema)}); set ingest.text_column")
-    cols = [text_column] + ([id_column] if id_column in schema else [])
-    table = pl.read_parquet(path, columns=cols)
-    ids = table[id_column].to_list() if id_column in schema else [None] * table.height
-    for n, (value, cid) in enumerate(zip(table[text_column].to_list(), ids), 1):
+    present = [c for c in dict.fromkeys([text_column, id_column, *context_columns]) if c and c in schema]
+    table = pl.read_parquet(path, columns=present)
+    none = [None] * table.height
+    ids = table[id_column].to_list() if id_column in schema else none
+    context = [[_as_context(v) for v in table[c].to_list()] if c and c in schema else none for c in context_columns]
+    for n, (value, cid, *ctx) in enumerate(zip(table[text_column].to_list(), ids, *context), 1):
         text, err = _as_text(value)
-        yield n, _as_id(cid), text, err
+        yield n, _as_id(cid), text, err, tuple(ctx)
 
 
 # A thread .txt is an article followed by comments, one per line. The article's last lines are its

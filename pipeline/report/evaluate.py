@@ -24,7 +24,9 @@ LABEL_COLUMNS = {"abuse": ("abuse", "abusive"), "hate": ("hate",), "conspiracy":
 
 
 def predictions(inputs: list[Path], cfg: Config) -> pl.DataFrame:
-    raw = readers.read_inputs(inputs, cfg.ingest.id_column, cfg.ingest.text_column, cfg.ingest.thread_comments_start)
+    raw = readers.read_inputs(
+        inputs, cfg.ingest.id_column, cfg.ingest.text_column, cfg.ingest.thread_comments_start, cfg.ingest.context_columns
+    )
     ctx = StageContext(seed=cfg.run.seed, cache_dir=default_cache_dir(cfg), state_dir=None, progress=False, embed_config=cfg.embed)
     table = ingest.run(raw, cfg.ingest, ctx)
     table = embed.run(table, cfg.embed, ctx)

@@ -13,6 +13,12 @@ import polars as pl
 from pipeline.config import ExportConfig
 from pipeline.scoring.score import CATEGORIES
 
+# What puts a comment in the queue: each content category (score_c, flag_c, evidence_c) and the
+# campaigns stage's group-level flag (campaign_score, flag_campaign, evidence_campaign).
+REVIEW_KINDS = [(c, f"score_{c}", f"flag_{c}", f"evidence_{c}") for c in CATEGORIES] + [
+    ("campaign", "campaign_score", "flag_campaign", "evidence_campaign")
+]
+
 CONTRACT = [
     "comment_id",
     "text",
@@ -35,6 +41,10 @@ EXTRA = [
     "evidence_abuse",
     "evidence_hate",
     "evidence_conspiracy",
+    *[f"{kind}_{c}" for kind in ("score", "flag", "evidence") for c in CATEGORIES if c not in ("abuse", "hate", "conspiracy")],
+    "campaign_score",
+    "flag_campaign",
+    "evidence_campaign",
     "score_offence_model",
     "dup_rep_id",
     "dedup_key",
@@ -42,16 +52,24 @@ EXTRA = [
     "source_row",
     "text_truncated",
     "id_note",
+    "thread_id",
+    "created_at",
+    "user_id",
+    "time_note",
     "decision",
     "decision_note",
     "decided_at",
 ]
 
 
-def priority_expr() -> pl.Expr:
+def kinds_in(table: pl.DataFrame) -> list[tuple[str, str, str, str]]:
+    return [k for k in REVIEW_KINDS if k[2] in table.columns]
+
+
+def priority_expr(kinds: list[tuple[str, str, str, str]]) -> pl.Expr:
     """Highest score among the categories that fired, raised by group size: a 50-copy campaign of
     score 0.8 (0.8 * (1 + 0.5 * log10 50) = 1.48) comes before a single comment of score 0.95."""
-    fired = pl.max_horizontal([pl.when(pl.col(f"flag_{c}")).then(pl.col(f"score_{c}")).otherwise(0.0) for c in CATEGORIES])
+    fired = pl.max_horizontal([pl.when(pl.col(flag)).then(pl.col(score)).otherwise(0.0) for _, score, flag, _ in kinds])
     return (fired * (1 + 0.5 * pl.col("dup_group_size").cast(pl.Float64).log10())).round(4)
 
 
@@ -60,10 +78,16 @@ def comments_table(table: pl.DataFrame, decided: pl.DataFrame | None = None) -> 
     if decided is not None:
         # A decision on a group holds for every member, including comments that joined it later.
         table = table.join(decided, on="dup_group", how="left", maintain_order="left")
+    kinds = kinds_in(table)
     fired = pl.concat_list(
-        [pl.when(pl.col(f"flag_{c}")).then(pl.lit(c)).otherwise(pl.lit(None, pl.String)) for c in CATEGORIES]
+        [pl.when(pl.col(flag)).then(pl.lit(name)).otherwise(pl.lit(None, pl.String)) for name, _, flag, _ in kinds]
     ).list.drop_nulls()
-    table = table.sort("input_index").with_columns(priority_expr().alias("review_priority"), fired.alias("flagged_categories"))
+    # needs_review from the flag stage covers the content categories; a campaign flag adds to it.
+    table = table.sort("input_index").with_columns(
+        pl.any_horizontal(["needs_review", *[flag for _, _, flag, _ in kinds]]).alias("needs_review"),
+        priority_expr(kinds).alias("review_priority"),
+        fired.alias("flagged_categories"),
+    )
     return table.select(CONTRACT + [c for c in EXTRA if c in table.columns])
 
 
@@ -73,12 +97,11 @@ def review_queue(comments: pl.DataFrame) -> pl.DataFrame:
     if "decision" in comments.columns:
         open_groups = open_groups.filter(pl.col("decision").is_null())
     flagged = comments.filter(pl.col("dup_group").is_in(open_groups["dup_group"].implode()))
+    kinds = kinds_in(comments)
     evidence = pl.concat_list(
         [
-            pl.when(pl.col(f"flag_{c}"))
-            .then(pl.col(f"evidence_{c}").list.eval(pl.lit(f"{c}: ") + pl.element()))
-            .otherwise(pl.lit([], pl.List(pl.String)))
-            for c in CATEGORIES
+            pl.when(pl.col(flag)).then(pl.col(ev).list.eval(pl.lit(f"{name}: ") + pl.element())).otherwise(pl.lit([], pl.List(pl.String)))
+            for name, _, flag, ev in kinds
         ]
     )
     queue = (
@@ -91,7 +114,7 @@ def review_queue(comments: pl.DataFrame) -> pl.DataFrame:
             pl.col("comment_id").alias("member_ids"),
             pl.col("review_priority").max(),
             pl.col("flagged_categories").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True),
-            *[pl.col(f"score_{c}").max() for c in CATEGORIES],
+            *[pl.col(score).max() for _, score, _, _ in kinds],
             pl.col("_evidence").list.explode(keep_nulls=False, empty_as_null=False).unique(maintain_order=True).alias("evidence"),
             pl.col("topic_id").first(),
             pl.col("topic_label").first(),
@@ -108,7 +131,7 @@ def review_queue_csv(queue: pl.DataFrame) -> pl.DataFrame:
         pl.col("member_ids").list.join(" "),
         pl.col("flagged_categories").list.join(", "),
         pl.col("evidence").list.join("; "),
-        *[pl.col(f"score_{c}").round(3) for c in CATEGORIES],
+        *[pl.col(score).round(3) for _, score, _, _ in REVIEW_KINDS if score in queue.columns],
     )
 
 

@@ -6,6 +6,8 @@ table with their file, row and reason; every other row is kept, in input order.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
 
 import polars as pl
@@ -59,8 +61,62 @@ def run(raw: pl.DataFrame, cfg: IngestConfig, ctx: StageContext) -> pl.DataFrame
         pl.Series("text_norm", norm, dtype=pl.String),
         (pl.col("raw_text").str.len_chars() > cfg.max_chars).alias("text_truncated"),
     )
+    kept = _add_context(kept)
     ctx.facts["quarantined"] = bad.height
-    return kept.select("comment_id", "text", "text_norm", "source_file", "source_row", "input_index", "text_truncated", "id_note")
+    ctx.facts["context"] = {c: int(kept[c].is_not_null().sum()) for c in CONTEXT_COLUMNS}
+    ctx.facts["unreadable_times"] = int(kept["time_note"].is_not_null().sum())
+    return kept.select(
+        "comment_id",
+        "text",
+        "text_norm",
+        "source_file",
+        "source_row",
+        "input_index",
+        "text_truncated",
+        "id_note",
+        *CONTEXT_COLUMNS,
+        "time_note",
+    )
+
+
+CONTEXT_COLUMNS = ("thread_id", "created_at", "user_id")
+_EPOCH = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_MS_DIGITS = 13  # 13-digit epochs are milliseconds (seconds reach 11 digits only in the year 5138)
+
+
+def parse_time(raw: str) -> dt.datetime | None:
+    """ISO-8601 (date, 'T' or space, optional seconds, fraction and offset; no offset = UTC) or epoch
+    seconds (13 digits = milliseconds), as a UTC time; None when it is neither."""
+    text = raw.strip()
+    try:
+        if _EPOCH.match(text):
+            value = float(text)
+            if len(text.lstrip("+-").split(".")[0]) >= _MS_DIGITS:
+                value /= 1000
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
+
+
+def _add_context(kept: pl.DataFrame) -> pl.DataFrame:
+    """thread_id, user_id as given; created_at parsed (each distinct value once); a note where the
+    time could not be read. The comment is kept either way."""
+    raw_times = kept["raw_time"].drop_nulls().unique().to_list()
+    parsed = {t: parse_time(t) for t in raw_times}
+    times = pl.Series(
+        "created_at", [parsed.get(t) if t is not None else None for t in kept["raw_time"].to_list()], dtype=pl.Datetime("us", "UTC")
+    )
+    unreadable = kept["raw_time"].is_not_null() & times.is_null()
+    note = pl.when(unreadable).then(pl.format("unreadable time {}; kept without a time", pl.col("raw_time").str.slice(0, 40)))
+    return (
+        kept.with_columns(
+            pl.col("raw_thread").alias("thread_id"), times, pl.col("raw_user").alias("user_id"), pl.Series("_unreadable", unreadable)
+        )
+        .with_columns(note.otherwise(pl.lit(None, pl.String)).alias("time_note"))
+        .drop("_unreadable")
+    )
 
 
 NORMALIZE_BATCH = 50000  # texts per batch
@@ -89,10 +145,10 @@ def _make_ids_unique(table: pl.DataFrame) -> pl.DataFrame:
 
 STAGE: Stage[IngestConfig] = Stage(
     name="ingest",
-    version="1",
+    version="2",
     config_section="ingest",
     code_modules=("pipeline.text.normalize", "pipeline.io.readers"),
-    requires=("source_file", "source_row", "raw_id", "raw_text", "read_error"),
-    adds=("comment_id", "text", "text_norm"),
+    requires=("source_file", "source_row", "raw_id", "raw_text", "read_error", "raw_thread", "raw_time", "raw_user"),
+    adds=("comment_id", "text", "text_norm", *CONTEXT_COLUMNS, "time_note"),
     run=run,
 )

@@ -21,6 +21,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 OUTPUT_FILES = (
     "comments.parquet",
     "topics.parquet",
+    "campaigns.parquet (duplicate groups pushed across threads; may have no rows)",
     "review/queue.parquet",
     "review/queue.csv",
     "review/index.html",

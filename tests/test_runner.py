@@ -55,7 +55,7 @@ def test_seed_outputs_and_manifest(seed_run):
     assert csv.startswith(b"\xef\xbb\xbf")  # so spreadsheet programs read it as UTF-8
     assert pl.read_csv(out / "review" / "queue.csv")["dup_group"].to_list() == queue["dup_group"].to_list()
     m = json.loads((out / "manifest.json").read_text())
-    assert [s["name"] for s in m["stages"]] == ["ingest", "embed", "dedup", "topics", "flag", "export"]
+    assert [s["name"] for s in m["stages"]] == ["ingest", "embed", "dedup", "campaigns", "topics", "flag", "export"]
     assert all({"name", "status", "rows_in", "rows_out", "seconds"} <= set(s) for s in m["stages"])
     assert m["inputs"][0]["path"] == str(src) and len(m["inputs"][0]["sha256"]) == 64
     assert m["config"]["dedup"]["shingle_size"] == 2 and m["models"]["embedding"]
@@ -70,7 +70,9 @@ def test_rerun_reuses_stages_and_a_topic_change_reruns_only_topics(seed_run, tmp
     first = run([src], out)
     before = pl.read_parquet(out / "comments.parquet")
     again = run([src], out)
-    assert {s["name"]: s["status"] for s in again["stages"][:-1]} == dict.fromkeys(["ingest", "embed", "dedup", "topics", "flag"], "cached")
+    assert {s["name"]: s["status"] for s in again["stages"][:-1]} == dict.fromkeys(
+        ["ingest", "embed", "dedup", "campaigns", "topics", "flag"], "cached"
+    )
     assert pl.read_parquet(out / "comments.parquet").equals(before)
     changed = run([src], out, "topics.min_cluster_size=6")
     status = {s["name"]: s["status"] for s in changed["stages"]}

@@ -95,3 +95,31 @@ def test_seed_thread_has_78_comments():
     t = read(SEED)
     assert t.height == 78
     assert t["raw_text"][0].startswith("根本原因")
+
+
+CONTEXT = ("thread_id", "created_at", "user_id")
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_thread_time_and_author_columns_are_read_when_present(tmp_path, kind):
+    rows = [
+        {"comment_id": "a", "text": "第一条", "thread_id": "t1", "created_at": "2024-05-01 20:15", "user_id": "u1"},
+        {"comment_id": "b", "text": "第二条", "thread_id": "t2", "created_at": "1714594530", "user_id": None},
+    ]
+    p = tmp_path / f"c.{kind}"
+    table = pl.DataFrame(rows)
+    {"jsonl": table.write_ndjson, "csv": table.write_csv, "parquet": table.write_parquet}[kind](p)
+    t = read_inputs([p], "comment_id", "text", None, CONTEXT)
+    assert t["raw_thread"].to_list() == ["t1", "t2"]
+    assert t["raw_time"].to_list() == ["2024-05-01 20:15", "1714594530"]
+    assert t["raw_user"].to_list() == ["u1", None]
+    # Not asked for, or not in the file: null, and the comment is still read.
+    t = read_inputs([p], "comment_id", "text", None, (None, "posted", None))
+    assert t["raw_text"].to_list() == ["第一条", "第二条"] and t["raw_time"].null_count() == 2
+
+
+def test_a_thread_file_is_one_thread_named_after_the_file(tmp_path):
+    p = tmp_path / "thread_42.txt"
+    p.write_text("标题\n---\n评论一\n评论二\n", encoding="utf-8")
+    t = read_inputs([p], "comment_id", "text", None, CONTEXT)
+    assert t["raw_thread"].to_list() == ["thread_42", "thread_42"]

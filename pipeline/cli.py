@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     sf = sub.add_parser("sample-flags", help="a seeded random sample of a run's flagged groups with their evidence, to judge precision")
     sf.add_argument("output", type=Path, help="the run's output directory")
     sf.add_argument("--per-category", type=int, default=30, help="flagged groups drawn per category (default 30)")
-    sf.add_argument("--category", action="append", choices=("abuse", "hate", "conspiracy"), help="only these categories")
+    sf.add_argument(
+        "--category", action="append", choices=("abuse", "hate", "conspiracy", "spam", "campaign"), help="only these categories"
+    )
     sf.add_argument("--seed", type=int, default=0)
     sf.add_argument("--out", type=Path, help="also write the sample as CSV with an empty `verdict` column to fill in")
 

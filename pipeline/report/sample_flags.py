@@ -16,37 +16,44 @@ import polars as pl
 
 from pipeline.io.readers import InputFileError
 
-CATEGORIES = ("abuse", "hate", "conspiracy")
+CATEGORIES = ("abuse", "hate", "conspiracy", "spam", "campaign")
+# (score, flag, evidence) columns of each; the campaign flag is the campaigns stage's, per group.
+COLUMNS = {c: (f"score_{c}", f"flag_{c}", f"evidence_{c}") for c in CATEGORIES[:-1]} | {
+    "campaign": ("campaign_score", "flag_campaign", "evidence_campaign")
+}
 
 
 def flagged_groups(comments: pl.DataFrame, category: str) -> pl.DataFrame:
     """One row per duplicate group flagged in `category`: its first member stands for it."""
-    flagged = comments.filter(pl.col(f"flag_{category}"))
+    score, flag, evidence = COLUMNS[category]
+    flagged = comments.filter(pl.col(flag))
     return (
         flagged.group_by("dup_group", maintain_order=True)
         .agg(
             pl.col("comment_id").first(),
             pl.col("text").first(),
             pl.len().alias("flagged_copies"),
-            pl.col(f"score_{category}").max().alias("score"),
-            pl.col(f"evidence_{category}").first().alias("evidence"),
+            pl.col(score).max().alias("score"),
+            pl.col(evidence).first().alias("evidence"),
         )
         .sort("dup_group")
     )
 
 
-def sample(run_dir: Path, per_category: int, seed: int, categories: tuple[str, ...] = CATEGORIES) -> pl.DataFrame:
+def sample(run_dir: Path, per_category: int, seed: int, categories: tuple[str, ...] | None = None) -> pl.DataFrame:
+    """`categories`: None = every category the run has (runs made before spam and campaigns lack them)."""
     path = run_dir / "comments.parquet"
     if not path.is_file():
         raise InputFileError(f"{path}: not found; give the output directory of a finished `python -m pipeline run`")
     comments = pl.read_parquet(path)
-    missing = [c for cat in categories for c in (f"flag_{cat}", f"score_{cat}") if c not in comments.columns]
+    if categories is None:
+        categories = tuple(c for c in CATEGORIES if COLUMNS[c][1] in comments.columns)
+    missing = [col for cat in categories for col in COLUMNS[cat][:2] if col not in comments.columns]
     if missing:
         raise InputFileError(f"{path}: no column {missing[0]!r}; is this a comments table of this pipeline?")
-    if not all(f"evidence_{cat}" in comments.columns for cat in categories):
-        comments = comments.with_columns(
-            [pl.lit([], pl.List(pl.String)).alias(f"evidence_{cat}") for cat in categories if f"evidence_{cat}" not in comments.columns]
-        )
+    comments = comments.with_columns(
+        [pl.lit([], pl.List(pl.String)).alias(COLUMNS[c][2]) for c in categories if COLUMNS[c][2] not in comments.columns]
+    )
     frames = []
     for cat in categories:
         groups = flagged_groups(comments, cat)
@@ -88,7 +95,7 @@ def format_sample(table: pl.DataFrame) -> str:
 
 
 def main(run_dir: Path, per_category: int, seed: int, out: Path | None, categories: list[str] | None) -> int:
-    table = sample(run_dir, per_category, seed, tuple(categories or CATEGORIES))
+    table = sample(run_dir, per_category, seed, tuple(categories) if categories else None)
     print(format_sample(table))
     if out is not None:
         tmp = out.with_name(f".{out.name}.tmp")

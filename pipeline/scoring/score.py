@@ -29,10 +29,11 @@ from scipy.special import expit, logit
 
 from pipeline.config import PROJECT_ROOT, FlagConfig
 from pipeline.scoring.rules import conspiracy_rules, load_lexicon, load_rules, noisy_or, rule_matches, rule_row
+from pipeline.scoring.spam import spam_scores
 from pipeline.text.keywords import WORDLIKE
 from pipeline.text.match_key import match_key
 
-CATEGORIES = ("abuse", "hate", "conspiracy")
+CATEGORIES = ("abuse", "hate", "conspiracy", "spam")
 # How much offence evidence (insult terms, the model) counts toward each category, by whether the
 # comment names a group: aimed at a group it is hate, otherwise abuse of a person.
 OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.25}}
@@ -155,6 +156,7 @@ def score_texts(
     lexicon_hits = {name: res[name].matches_many(keys) for name in ("groups", "insults", "contempt", "slurs")}
     explain = np.flatnonzero(probs >= EVIDENCE_MIN_SCORE)
     offence_terms = dict(zip(explain.tolist(), res["offence"].top_terms_many(texts_norm, 3, X_offence, explain)))
+    spam = spam_scores(texts_norm, models_dir)
     explain_c = np.flatnonzero(ngram_c_probs >= EVIDENCE_MIN_SCORE)
     conspiracy_terms = dict(zip(explain_c.tolist(), ngram_c.top_terms_many(keys, 3, X_conspiracy, explain_c)))
     out = []
@@ -191,6 +193,8 @@ def score_texts(
                 if i in conspiracy_terms
                 else []
             ),
+            "score_spam": spam[i][0],
+            "evidence_spam": spam[i][1],
             "score_offence_model": p,
         }
         out.append(row)

@@ -35,6 +35,7 @@ CONTRACT = [
     "flag_conspiracy",
     "needs_review",
 ]
+# The contract's columns stay as they were; later categories (spam) and the campaign flag follow.
 EXTRA = [
     "review_priority",
     "flagged_categories",

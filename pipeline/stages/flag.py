@@ -174,6 +174,7 @@ STAGE: Stage[FlagConfig] = Stage(
     code_modules=(
         "pipeline.scoring.score",
         "pipeline.scoring.rules",
+        "pipeline.scoring.spam",
         "pipeline.models.offence_ngram",
         "pipeline.models.offence_encoder",
         "pipeline.models.conspiracy_model",

@@ -72,7 +72,7 @@ HOMOGLYPHS = str.maketrans(
 # already "v信". Each entry is a spelling used to dodge keyword filters, found in ad and scam copy.
 VARIANTS: list[tuple[str, str, str]] = [
     (
-        r"(?:威|薇|微|徽|维|喂|危|v|w)(?:信|芯|xin)|vx|wx|weixin|wechat|微x|威x|薇x",
+        r"(?:威|薇|微|徽|维|喂|危|v|w)(?:信|芯|xin)|(?<![a-z])(?:vx|wx)(?![a-z])|weixin|wechat|微x|威x|薇x",
         "微信",
         "WeChat: homophones (威信, 薇信, 维信), letters (V信, vx, wx) and pinyin for 微信",
     ),
@@ -83,9 +83,13 @@ VARIANTS: list[tuple[str, str, str]] = [
     (r"刷蛋|刷丹", "刷单", "刷单 (fake orders) with homophones"),
     (r"菠菜|波菜", "博彩", "菠菜 is the standard homophone for 博彩 (gambling) in ads"),
     (r"dai款|袋款|代款", "贷款", "贷款 (loans) ads: pinyin and homophones"),
-    (r"(?:丝|私|s)(?:聊|l)|私撩", "私聊", "私聊 (private chat) written as 丝聊 or sl"),
+    (
+        r"(?:丝|私)(?:聊|l)|(?<![a-z])s(?:聊|l(?![a-z]))|私撩",
+        "私聊",
+        "私聊 (private chat) written as 丝聊 or sl (not the sl inside a word)",
+    ),
     (r"(?:伽|咖|家|佳)(?:我|窝)", "加我", "加我 (add me) with homophones for 加"),
-    (r"tg|电报号|纸飞机", "电报", "Telegram: its nickname 纸飞机 and abbreviation tg"),
+    (r"(?<![a-z])tg(?![a-z])|电报号|纸飞机", "电报", "Telegram: its nickname 纸飞机 and abbreviation tg (not the tg inside a word)"),
 ]
 TONE_MARKS = {"\u0300", "\u0301", "\u0304", "\u030c"}  # grave, acute, macron, caron; ü keeps its dots
 _VARIANT_RE = re.compile("|".join(f"({p})" for p, _, _ in VARIANTS))
@@ -97,11 +101,13 @@ def _replace_variant(m: re.Match) -> str:
     return VARIANTS[m.lastindex - 1][1]
 
 
-def match_key(text_norm: str) -> str:
+def match_key(text_norm: str, fold_repeats: bool = True) -> str:
+    """`fold_repeats=False` keeps runs of one character: the spam rules read phone numbers (13811112222)."""
     s = text_norm.lower().translate(HOMOGLYPHS)
     s = _SEPARATORS.sub("", s)
     s = _VARIANT_RE.sub(_replace_variant, s)
-    s = _REPEATS.sub(r"\1", s)
+    if fold_repeats:
+        s = _REPEATS.sub(r"\1", s)
     if s:
         return s
     return "\0" + "".join(text_norm.split())

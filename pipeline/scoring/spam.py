@@ -1,0 +1,119 @@
+"""Spam and ads: the fourth category, scored by the rules in models/rules/spam.yaml.
+
+The rules read a spam key built from the dedup stage's matching key (pipeline/text/match_key.py),
+so an evasion that fools one fools neither: case, look-alike letters, separators ("加.微.信"),
+homophones of the handle words (V信, 威信, 薇信, vx -> 微信; 扣扣, 企鹅号 -> qq; 裙 -> 群) are undone
+there. Before it, three things a number filter trips over are taken out (dates, clock times,
+public hotlines such as 12315 after 拨打), and a few emoji that stand for handle words are read as
+those words; after it, digits written as Chinese numerals (幺三八..., 壹贰叁...) are read as digits.
+Full-width, circled and keycap digits are already ASCII digits in the key (NFKC and separator
+removal).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from pipeline.scoring.rules import Rule, load_rules, noisy_or, rule_matches
+from pipeline.text.match_key import match_key
+
+EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机", "🛩": "飞机", "📞": "电话", "☎": "电话", "📱": "手机"})
+DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?|\d{1,2}\s*月\s*\d{1,2}\s*[日号]|\d{4}\s*年")
+CLOCK = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(?:\s*[:：]\s*\d{2})?")
+# A public service line a commenter recommends ("打12315投诉", "拨打96110"), not a contact handle.
+HOTLINE = re.compile(r"(?:热线|拨打|打|致电|投诉|举报|报警|电话)\s*(?:电话)?\s*[:：]?\s*(?:1\d{2,4}|9\d{4})(?!\s*[\d.\-])")
+# Spam phrases in quotes are being talked about ("网上那些「宝妈在家日入五百」"), not offered.
+QUOTED = re.compile(r"「[^」]{1,20}」|『[^』]{1,20}』|“[^”]{1,20}”|\"[^\"]{1,20}\"")
+# Weibo's emoticon tags ("[互粉]", "[话筒]") and @mentions of other users are not offers; an
+# @name right after a handle word ("电报 @debt_help") is the handle and stays.
+EMOTICON = re.compile(r"\[[^\[\]\s]{1,6}\]")
+MENTION = re.compile(r"@[\w\-]{1,30}")
+HANDLE_BEFORE = re.compile(r"(?:电报|飞机|tg|telegram|ins|推特|twitter|whatsapp|line)(?:号|搜|搜索|id)?[\s:：]*$", re.I)
+# "vx：abc_de" is an id offered; "微信say goodbye" is not: the colon after a handle word is kept in
+# the key as 号 (the key drops punctuation).
+HANDLE_COLON = re.compile(r"(微信|威信|薇信|[vV]信|vx|VX|wx|WX|[vV]|qq|QQ|扣扣|企鹅|电报|飞机|tg|TG|line|LINE|whatsapp|id|ID)\s*[:：]")
+SPACED_LINK = re.compile(r"h[\s.·_\-]+t[\s.·_\-]+t[\s.·_\-]+p", re.I)  # "h t t p s": a link filter dodge
+# Handle words written in pinyin ("s-i-x-i-n", "kou kou"), read in the key.
+PINYIN = [("sixin", "私信"), ("siliao", "私聊"), ("koukou", "qq"), ("zhuye", "主页"), ("jiaqun", "加群"), ("dianhua", "电话")]
+NUMERALS = str.maketrans(
+    {**dict(zip("零〇一二三四五六七八九", "00123456789")), **dict(zip("壹贰叁肆伍陆柒捌玖", "123456789")), "幺": "1", "两": "2"}
+)
+NUMERAL_RUN = re.compile(
+    r"[零〇一二三四五六七八九幺壹贰叁肆伍陆柒捌玖两\d]{5,}|(?<=[a-z0-9信群号话机报])[零〇一二三四五六七八九幺壹贰叁肆伍陆柒捌玖两]{3,}"
+)
+
+
+@dataclass(frozen=True)
+class SpamRules:
+    rules: list[Rule]
+    firm: frozenset[str]  # rules that hold even in a comment that warns about spam
+    warning: re.Pattern
+    warning_factor: float
+
+
+@lru_cache(maxsize=4)
+def load_spam_rules(models_dir: Path) -> SpamRules:
+    path = models_dir / "rules" / "spam.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    firm = frozenset(r["name"] for r in data["rules"] if r.get("firm"))
+    return SpamRules(load_rules(path), firm, re.compile(data["warning"]), float(data["warning_factor"]))
+
+
+def _drop_mentions(text: str) -> str:
+    return MENTION.sub(lambda m: m.group(0) if HANDLE_BEFORE.search(text[max(0, m.start() - 12) : m.start()]) else " ", text)
+
+
+def spam_key(text_norm: str) -> str:
+    s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(text_norm).translate(EMOJI_WORDS)))
+    s = HANDLE_COLON.sub(r"\1号", s)
+    s = SPACED_LINK.sub(" 点网址 ", HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s))))
+    key = match_key(s, fold_repeats=False)
+    for pinyin, word in PINYIN:
+        key = key.replace(pinyin, word)
+    # Runs of 5+ numerals are numbers (phone, QQ), and 3+ right after an id or handle word;
+    # shorter ones are words (一五一十, 三五成群).
+    # A number spelled in numerals is a dodge in itself: the key marks it (rule spelled_number).
+    return NUMERAL_RUN.sub(_numerals_as_digits, key)
+
+
+SPELLED = "数写"  # marker before a number that was written in Chinese numerals
+
+
+def _numerals_as_digits(m: re.Match) -> str:
+    run = m.group(0)
+    digits = run.translate(NUMERALS)
+    return SPELLED + digits if sum(not c.isdigit() for c in run) >= 3 and len(digits) >= 5 else digits
+
+
+def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, list[str]]]:
+    """(score_spam, evidence_spam) of each text."""
+    spam = load_spam_rules(models_dir)
+    keys = [spam_key(t) for t in texts_norm]
+    hits = rule_matches(spam.rules, keys)
+    out = []
+    for key, found in zip(keys, hits):
+        if not found:
+            out.append((0.0, []))
+            continue
+        # Rules that matched the same words are one signal, as sure as the surest of them (a phone
+        # number is not also a second, bare long number; 私聊我 is one lure, not two).
+        signals: list[tuple[str, float]] = []
+        for rule, span in sorted(found, key=lambda f: -len(f[1])):
+            same = next((i for i, (s, _) in enumerate(signals) if span in s), None)
+            if same is None:
+                signals.append((span, rule.weight))
+            else:
+                signals[same] = (signals[same][0], max(signals[same][1], rule.weight))
+        score = noisy_or([w for _, w in signals])
+        evidence = [f"rule {r.name} '{span}'" for r, span in found]
+        firm = any(r.name in spam.firm for r, _ in found) or len(signals) >= 2
+        if not firm and (w := spam.warning.search(key)):
+            score *= spam.warning_factor
+            evidence.append(f"warns or reports ('{w.group(0)}'): x{spam.warning_factor}")
+        out.append((score, evidence))
+    return out

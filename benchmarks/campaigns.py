@@ -144,7 +144,13 @@ def main() -> None:
         "other_comments_flagged": int(other["flag_campaign"].sum()),
         "other_groups_listed": found.filter(~pl.col("dup_group").is_in(list(planted_groups))).height,
         "largest_groups": [
-            {"text": r["text"][:30], "copies": r["copies"], "threads": r["threads"], "score": r["campaign_score"], "flag": r["flag_campaign"]}
+            {
+                "text": r["text"][:30],
+                "copies": r["copies"],
+                "threads": r["threads"],
+                "score": r["campaign_score"],
+                "flag": r["flag_campaign"],
+            }
             for r in largest.iter_rows(named=True)
         ],
     }

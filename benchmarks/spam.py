@@ -24,7 +24,7 @@ from pipeline.scoring.score import models_dir_of  # noqa: E402
 from pipeline.scoring.spam import spam_scores  # noqa: E402
 from pipeline.text.normalize import normalize_text  # noqa: E402
 
-SETS = {"dev": "spam_dev.csv", "test": "spam_test.csv"}
+SETS = {"dev": "spam_dev.csv", "dev2": "spam_dev2.csv", "dev3": "spam_dev3.csv", "test": "spam_test.csv"}
 
 
 def measure(split: str, threshold: float | None = None) -> tuple[dict, pl.DataFrame]:
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="default: the config's flag.threshold_spam")
     parser.add_argument("--errors", action="store_true", help="list misses and false flags (dev split only)")
     args = parser.parse_args()
-    if args.errors and args.split != "dev":
+    if args.errors and args.split == "test":
         parser.error("--errors reads the dev split only: the test split's errors stay unread until a report")
     result, rows = measure(args.split, args.threshold)
     if args.errors:

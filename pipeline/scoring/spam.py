@@ -13,7 +13,7 @@ removal).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import yaml
 from pipeline.scoring.rules import Rule, load_rules, noisy_or, rule_matches
 from pipeline.text.match_key import match_key
 
-EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机", "🛩": "飞机", "📞": "电话", "☎": "电话", "📱": "手机"})
+EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机", "🛩": "飞机", "📞": "电话", "☎": "电话", "📱": "手机", "🔞": "成人内容"})
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?|\d{1,2}\s*月\s*\d{1,2}\s*[日号]|\d{4}\s*年")
 CLOCK = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(?:\s*[:：]\s*\d{2})?")
 # A public service line a commenter recommends ("打12315投诉", "拨打96110"), not a contact handle.
@@ -36,10 +36,34 @@ MENTION = re.compile(r"@[\w\-]{1,30}")
 HANDLE_BEFORE = re.compile(r"(?:电报|飞机|tg|telegram|ins|推特|twitter|whatsapp|line)(?:号|搜|搜索|id)?[\s:：]*$", re.I)
 # "vx：abc_de" is an id offered; "微信say goodbye" is not: the colon after a handle word is kept in
 # the key as 号 (the key drops punctuation).
-HANDLE_COLON = re.compile(r"(微信|威信|薇信|[vV]信|vx|VX|wx|WX|[vV]|qq|QQ|扣扣|企鹅|电报|飞机|tg|TG|line|LINE|whatsapp|id|ID)\s*[:：]")
+HANDLE_COLON = re.compile(
+    r"(微信|威信|薇信|[vV]信|[vVwW]\s*[xX]|[vV]|qq|QQ|[qQ]|扣扣|企鹅|电报|飞机|tg|TG|line|LINE|whatsapp|id|ID|赖|客服)\s*[:：]"
+)
 SPACED_LINK = re.compile(r"h[\s.·_\-]+t[\s.·_\-]+t[\s.·_\-]+p", re.I)  # "h t t p s": a link filter dodge
 # Handle words written in pinyin ("s-i-x-i-n", "kou kou"), read in the key.
 PINYIN = [("sixin", "私信"), ("siliao", "私聊"), ("koukou", "qq"), ("zhuye", "主页"), ("jiaqun", "加群"), ("dianhua", "电话")]
+PINYIN += [("jia微信", "加微信"), ("kaipiao", "开票"), ("daikai", "代开"), ("代kai", "代开"), ("kai票", "开票"), ("nicheng", "昵称")]
+# Pinyin inside an id ("fp_daikai66") is the id: only pinyin that starts a word is read.
+PINYIN_RE = [(re.compile(rf"(?<![a-z0-9]){re.escape(p)}"), w) for p, w in PINYIN]
+# Initials ads use for the words filters look for (dk = 贷款, bc = 博彩, fp = 发票, yp = 约炮, kf = 客服,
+# dd我 = 滴滴我), standing alone between Chinese characters or digits.
+INITIALS = [
+    (re.compile(rf"(?<![a-z号信]){a}(?=[\u4e00-\u9fff]|\d|$)"), w)
+    for a, w in [
+        ("dk", "贷款"),
+        ("bc", "博彩"),
+        ("fp", "发票"),
+        ("yp", "约炮"),
+        ("kf", "客服"),
+        ("hb", "花呗"),
+        ("jb", "借呗"),
+        ("dd", "滴滴我"),
+    ]
+]
+# "赖" is LINE in Taiwan; "亻言" spells 信 by its parts.
+SPAM_WORDS = [("亻言", "微信"), ("賴", "赖")]
+# "tg @ name", "IG @ name": the handle, spaced from its word.
+HANDLE_AT = re.compile(r"(tg|TG|电报|飞机|✈️?|ins|IG|ig|赖|賴|line|LINE|WhatsApp|whatsapp)\s*@\s*")
 NUMERALS = str.maketrans(
     {**dict(zip("零〇一二三四五六七八九", "00123456789")), **dict(zip("壹贰叁肆伍陆柒捌玖", "123456789")), "幺": "1", "两": "2"}
 )
@@ -52,8 +76,10 @@ NUMERAL_RUN = re.compile(
 class SpamRules:
     rules: list[Rule]
     firm: frozenset[str]  # rules that hold even in a comment that warns about spam
+    channels: frozenset[str]  # rules that give readers a way to reach the writer
     warning: re.Pattern
     warning_factor: float
+    civic: re.Pattern
 
 
 @lru_cache(maxsize=4)
@@ -61,7 +87,10 @@ def load_spam_rules(models_dir: Path) -> SpamRules:
     path = models_dir / "rules" / "spam.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     firm = frozenset(r["name"] for r in data["rules"] if r.get("firm"))
-    return SpamRules(load_rules(path), firm, re.compile(data["warning"]), float(data["warning_factor"]))
+    channels = frozenset(r["name"] for r in data["rules"] if r.get("channel"))
+    return SpamRules(
+        load_rules(path), firm, channels, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
+    )
 
 
 def _drop_mentions(text: str) -> str:
@@ -69,12 +98,17 @@ def _drop_mentions(text: str) -> str:
 
 
 def spam_key(text_norm: str) -> str:
-    s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(text_norm).translate(EMOJI_WORDS)))
+    for a, b in SPAM_WORDS:
+        text_norm = text_norm.replace(a, b)
+    s = HANDLE_AT.sub(r"\1号", text_norm)
+    s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(s).translate(EMOJI_WORDS)))
     s = HANDLE_COLON.sub(r"\1号", s)
     s = SPACED_LINK.sub(" 点网址 ", HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s))))
     key = match_key(s, fold_repeats=False)
-    for pinyin, word in PINYIN:
-        key = key.replace(pinyin, word)
+    for pinyin, word in PINYIN_RE:
+        key = pinyin.sub(word, key)
+    for initials, word in INITIALS:
+        key = initials.sub(word, key)
     # Runs of 5+ numerals are numbers (phone, QQ), and 3+ right after an id or handle word;
     # shorter ones are words (一五一十, 三五成群).
     # A number spelled in numerals is a dodge in itself: the key marks it (rule spelled_number).
@@ -90,11 +124,26 @@ def _numerals_as_digits(m: re.Match) -> str:
     return SPELLED + digits if sum(not c.isdigit() for c in run) >= 3 and len(digits) >= 5 else digits
 
 
+SECOND_SPAN_SHARE = 0.5  # a second, different phrase of one offer rule ("约吗 ... 附近一公里") adds half its weight
+
+
+def _with_second_spans(found: list, key: str, channels: frozenset[str]) -> list:
+    out = []
+    for rule, span in found:
+        out.append((rule, span))
+        if rule.name in channels:
+            continue  # two links or two numbers are one way to reach the writer
+        other = next((m.group(0) for m in rule.pattern.finditer(key) if m.group(0) not in span and span not in m.group(0)), None)
+        if other is not None:
+            out.append((replace(rule, weight=rule.weight * SECOND_SPAN_SHARE), other))
+    return out
+
+
 def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, list[str]]]:
     """(score_spam, evidence_spam) of each text."""
     spam = load_spam_rules(models_dir)
     keys = [spam_key(t) for t in texts_norm]
-    hits = rule_matches(spam.rules, keys)
+    hits = [_with_second_spans(found, key, spam.channels) for found, key in zip(rule_matches(spam.rules, keys), keys)]
     out = []
     for key, found in zip(keys, hits):
         if not found:
@@ -111,8 +160,13 @@ def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, li
                 signals[same] = (signals[same][0], max(signals[same][1], rule.weight))
         score = noisy_or([w for _, w in signals])
         evidence = [f"rule {r.name} '{span}'" for r, span in found]
-        firm = any(r.name in spam.firm for r, _ in found) or len(signals) >= 2
-        if not firm and (w := spam.warning.search(key)):
+        # An offer with a way to reach the writer is an ad even beside words of warning; two offer
+        # words without one ("带你炒币稳赚...跑路了") are talk about ads.
+        firm = any(r.name in spam.firm for r, _ in found) or (len(signals) >= 2 and any(r.name in spam.channels for r, _ in found))
+        if c := spam.civic.search(key):
+            score *= spam.warning_factor
+            evidence.append(f"lost-and-found or appeal ('{c.group(0)}'): x{spam.warning_factor}")
+        elif not firm and (w := spam.warning.search(key)):
             score *= spam.warning_factor
             evidence.append(f"warns or reports ('{w.group(0)}'): x{spam.warning_factor}")
         out.append((score, evidence))

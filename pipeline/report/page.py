@@ -18,6 +18,11 @@ import polars as pl
 from pipeline.io.fileio import atomic_write_text
 from pipeline.scoring.score import CATEGORIES
 
+# What a queue entry can be flagged for: the content categories and the campaigns stage's flag.
+KINDS = (*CATEGORIES, "campaign")
+SCORE_COLUMN = {c: f"score_{c}" for c in CATEGORIES} | {"campaign": "campaign_score"}
+TIMELINES = 5  # campaigns whose copies are plotted by thread and time
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "report.html.j2"
 MAP_POINTS = 3000  # a scatter of more points says nothing more and slows the page
 MEMBERS_SHOWN = 50
@@ -92,6 +97,39 @@ def _figures(comments: pl.DataFrame, topics: pl.DataFrame, points: pl.DataFrame 
     return {k: f.to_json() for k, f in figs.items()}
 
 
+def _campaign_timeline(comments: pl.DataFrame, path: Path) -> dict[str, str]:
+    """The copies of the top flagged campaigns over time, one row of points per thread."""
+    import plotly.graph_objects as go
+
+    if not path.exists() or "flag_campaign" not in comments.columns or "created_at" not in comments.columns:
+        return {}
+    top = pl.read_parquet(path).filter(pl.col("campaign_score") >= 0).head(TIMELINES)
+    copies = comments.filter(pl.col("flag_campaign") & pl.col("created_at").is_not_null())
+    if not top.height or not copies.height:
+        return {}
+    fig = go.Figure()
+    for r in top.iter_rows(named=True):
+        groups = r.get("variant_groups") or [r["dup_group"]]
+        rows = copies.filter(pl.col("dup_group").is_in(groups)).sort("created_at")
+        if rows.height:
+            fig.add_trace(
+                go.Scatter(
+                    x=[t.isoformat() for t in rows["created_at"].to_list()],
+                    y=rows["thread_id"].fill_null("(no thread)").to_list(),
+                    mode="markers",
+                    name=f"{r['campaign_score']:.2f} {r['representative_text'][:24]}",
+                    text=rows["text"].to_list(),
+                )
+            )
+    fig.update_layout(
+        title="Campaigns: each copy by thread and time (UTC)",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=420,
+        template="plotly_white",
+    )
+    return {"campaign_timeline": fig.to_json()} if fig.data else {}
+
+
 def queue_records(queue: pl.DataFrame) -> list[dict]:
     rows = []
     for r in queue.iter_rows(named=True):
@@ -107,7 +145,7 @@ def queue_records(queue: pl.DataFrame) -> list[dict]:
                 "members": members[:MEMBERS_SHOWN],
                 "more_members": max(0, len(members) - MEMBERS_SHOWN),
                 "categories": r["flagged_categories"],
-                "scores": {c: round(r[f"score_{c}"], 3) for c in CATEGORIES},
+                "scores": {c: round(r[col], 3) for c, col in SCORE_COLUMN.items() if col in r},
                 "evidence": r["evidence"],
                 "topic": r["topic_id"],
                 "topic_label": r["topic_label"],
@@ -139,16 +177,17 @@ def build(out_dir: Path, manifest: dict | None = None) -> Path:
         "flagged": {c: int(comments[f"flag_{c}"].sum()) for c in CATEGORIES},
         "review_groups": queue.height,
     }
+    summary["flagged"] = {c: summary["flagged"].get(c, 0) for c in KINDS}
     decided = comments.filter(pl.col("decision").is_not_null())["dup_group"].n_unique() if "decision" in comments.columns else 0
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True)
     html = env.get_template(TEMPLATE.name).render(
         run_id=manifest.get("run_id", out_dir.name),
         summary=summary,
         decided=decided,
-        categories=CATEGORIES,
+        categories=KINDS,
         topics=[{"id": t, "label": lab} for t, lab in zip(topics["topic_id"], topics["topic_label"])],
         queue=queue_records(queue),
-        figures=_figures(comments, topics, points),
+        figures=_figures(comments, topics, points) | _campaign_timeline(comments, out_dir / "campaigns.parquet"),
         plotly_js=get_plotlyjs(),
     )
     path = out_dir / "review" / "index.html"

@@ -160,4 +160,4 @@ def test_a_run_keeps_a_comment_with_an_unreadable_time_and_writes_campaigns(tmp_
     queue = pl.read_parquet(out / "review" / "queue.parquet")
     assert "campaign" in queue["flagged_categories"][0] and queue["dup_group_size"][0] == 20
     assert pl.read_parquet(out / "campaigns.parquet")["copies"].to_list() == [20]
-    assert manifest["summary"]["flagged_campaign"] == 20
+    assert manifest["summary"]["flagged"]["campaign"] == 20

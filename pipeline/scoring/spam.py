@@ -22,7 +22,7 @@ import yaml
 from pipeline.scoring.rules import Rule, load_rules, noisy_or, rule_matches
 from pipeline.text.match_key import match_key
 
-EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机", "🛩": "飞机", "📞": "电话", "☎": "电话", "📱": "手机", "🔞": "成人内容"})
+EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机号", "🛩": "飞机号", "📞": "电话", "☎": "电话", "📱": "手机", "🔞": "成人内容"})
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?|\d{1,2}\s*月\s*\d{1,2}\s*[日号]|\d{4}\s*年")
 CLOCK = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(?:\s*[:：]\s*\d{2})?")
 # A public service line a commenter recommends ("打12315投诉", "拨打96110"), not a contact handle.

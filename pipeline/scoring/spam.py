@@ -26,9 +26,11 @@ EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机号", "🛩": "飞机�
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?|\d{1,2}\s*月\s*\d{1,2}\s*[日号]|\d{4}\s*年")
 CLOCK = re.compile(r"\d{1,2}\s*[:：]\s*\d{2}(?:\s*[:：]\s*\d{2})?")
 # A public service line a commenter recommends ("打12315投诉", "拨打96110"), not a contact handle.
-HOTLINE = re.compile(r"(?:热线|拨打|打|致电|投诉|举报|报警|电话)\s*(?:电话)?\s*[:：]?\s*(?:1\d{2,4}|9\d{4})(?!\s*[\d.\-])")
+HOTLINE = re.compile(
+    r"(?:热线|拨打|打|致电|投诉|举报|报警|电话|客服|联系)\s*(?:电话)?\s*(?:是|为)?\s*[:：]?\s*(?:1\d{2,4}|9\d{4})(?!\s*[\d.\-])"
+)
 # Spam phrases in quotes are being talked about ("网上那些「宝妈在家日入五百」"), not offered.
-QUOTED = re.compile(r"「[^」]{1,20}」|『[^』]{1,20}』|“[^”]{1,20}”|\"[^\"]{1,20}\"")
+QUOTED = re.compile(r"「[^」]{1,80}」|『[^』]{1,80}』|“[^”]{1,80}”|\"[^\"]{1,80}\"")
 # Weibo's emoticon tags ("[互粉]", "[话筒]") and @mentions of other users are not offers; an
 # @name right after a handle word ("电报 @debt_help") is the handle and stays.
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,6}\]")
@@ -37,12 +39,20 @@ HANDLE_BEFORE = re.compile(r"(?:电报|飞机|tg|telegram|ins|推特|twitter|wha
 # "vx：abc_de" is an id offered; "微信say goodbye" is not: the colon after a handle word is kept in
 # the key as 号 (the key drops punctuation).
 HANDLE_COLON = re.compile(
-    r"(微信|威信|薇信|[vV]信|[vVwW]\s*[xX]|[vV]|qq|QQ|[qQ]|扣扣|企鹅|电报|飞机|tg|TG|line|LINE|whatsapp|id|ID|赖|客服)\s*[:：]"
+    r"(微信|威信|薇信|[vV]信|[vVwW]\s*[xX]|[vV]|薇|微|威|qq|QQ|[qQ]|扣扣|企鹅|电报|飞机|tg|TG|line|LINE|whatsapp|id|ID|赖|客服)[^\w:：]{0,2}\s*[:：]"
 )
 SPACED_LINK = re.compile(r"h[\s.·_\-]+t[\s.·_\-]+t[\s.·_\-]+p", re.I)  # "h t t p s": a link filter dodge
 # Handle words written in pinyin ("s-i-x-i-n", "kou kou"), read in the key.
 PINYIN = [("sixin", "私信"), ("siliao", "私聊"), ("koukou", "qq"), ("zhuye", "主页"), ("jiaqun", "加群"), ("dianhua", "电话")]
-PINYIN += [("jia微信", "加微信"), ("kaipiao", "开票"), ("daikai", "代开"), ("代kai", "代开"), ("kai票", "开票"), ("nicheng", "昵称")]
+PINYIN += [
+    ("jiawo", "加我"),
+    ("jia微信", "加微信"),
+    ("kaipiao", "开票"),
+    ("daikai", "代开"),
+    ("代kai", "代开"),
+    ("kai票", "开票"),
+    ("nicheng", "昵称"),
+]
 # Pinyin inside an id ("fp_daikai66") is the id: only pinyin that starts a word is read.
 PINYIN_RE = [(re.compile(rf"(?<![a-z0-9]){re.escape(p)}"), w) for p, w in PINYIN]
 # Initials ads use for the words filters look for (dk = 贷款, bc = 博彩, fp = 发票, yp = 约炮, kf = 客服,
@@ -57,11 +67,13 @@ INITIALS = [
         ("kf", "客服"),
         ("hb", "花呗"),
         ("jb", "借呗"),
-        ("dd", "滴滴我"),
+        ("dd(?=我)", "滴滴"),
     ]
 ]
 # "赖" is LINE in Taiwan; "亻言" spells 信 by its parts.
 SPAM_WORDS = [("亻言", "微信"), ("賴", "赖")]
+# Weibo's reply prefix names the user replied to, not a handle.
+REPLY_PREFIX = re.compile(r"回复\s*@[\w\-]{1,30}\s*[:：]")
 # "tg @ name", "IG @ name": the handle, spaced from its word.
 HANDLE_AT = re.compile(r"(tg|TG|电报|飞机|✈️?|ins|IG|ig|赖|賴|line|LINE|WhatsApp|whatsapp)\s*@\s*")
 NUMERALS = str.maketrans(
@@ -77,6 +89,7 @@ class SpamRules:
     rules: list[Rule]
     firm: frozenset[str]  # rules that hold even in a comment that warns about spam
     channels: frozenset[str]  # rules that give readers a way to reach the writer
+    lures: frozenset[str]  # channels that point readers somewhere on purpose (lure, pointer)
     warning: re.Pattern
     warning_factor: float
     civic: re.Pattern
@@ -88,8 +101,9 @@ def load_spam_rules(models_dir: Path) -> SpamRules:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     firm = frozenset(r["name"] for r in data["rules"] if r.get("firm"))
     channels = frozenset(r["name"] for r in data["rules"] if r.get("channel"))
+    lures = frozenset(r["name"] for r in data["rules"] if r.get("lure"))
     return SpamRules(
-        load_rules(path), firm, channels, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
+        load_rules(path), firm, channels, lures, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
     )
 
 
@@ -97,10 +111,17 @@ def _drop_mentions(text: str) -> str:
     return MENTION.sub(lambda m: m.group(0) if HANDLE_BEFORE.search(text[max(0, m.start() - 12) : m.start()]) else " ", text)
 
 
+# Numbers in a list ("九一八、一二一三、八一三") stay apart when the key drops the commas.
+LIST_COMMA = re.compile(
+    r"(?<=[零〇一二三四五六七八九幺壹贰叁肆伍陆柒捌玖两\d])[、，,;；](?=[零〇一二三四五六七八九幺壹贰叁肆伍陆柒捌玖两\d])"
+)
+
+
 def spam_key(text_norm: str) -> str:
+    text_norm = LIST_COMMA.sub("隔", text_norm)
     for a, b in SPAM_WORDS:
         text_norm = text_norm.replace(a, b)
-    s = HANDLE_AT.sub(r"\1号", text_norm)
+    s = HANDLE_AT.sub(r"\1号", REPLY_PREFIX.sub(" ", text_norm))
     s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(s).translate(EMOJI_WORDS)))
     s = HANDLE_COLON.sub(r"\1号", s)
     s = SPACED_LINK.sub(" 点网址 ", HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s))))
@@ -121,9 +142,13 @@ SPELLED = "数写"  # marker before a number that was written in Chinese numeral
 def _numerals_as_digits(m: re.Match) -> str:
     run = m.group(0)
     digits = run.translate(NUMERALS)
-    return SPELLED + digits if sum(not c.isdigit() for c in run) >= 3 and len(digits) >= 5 else digits
+    # "二三三三三三" is 233333, laughter: a number has 3+ different digits.
+    counting = digits in "01234567890" or digits in "9876543210"  # 一二三四五 is counting
+    spelled = sum(not c.isdigit() for c in run) >= 3 and len(digits) >= 5 and len(set(digits)) >= 3 and not counting
+    return SPELLED + digits if spelled else digits
 
 
+NOTHING_OFFERED_CAP = 0.55  # below flag.threshold_spam's default
 SECOND_SPAN_SHARE = 0.5  # a second, different phrase of one offer rule ("约吗 ... 附近一公里") adds half its weight
 
 
@@ -160,9 +185,15 @@ def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, li
                 signals[same] = (signals[same][0], max(signals[same][1], rule.weight))
         score = noisy_or([w for _, w in signals])
         evidence = [f"rule {r.name} '{span}'" for r, span in found]
-        # An offer with a way to reach the writer is an ad even beside words of warning; two offer
-        # words without one ("带你炒币稳赚...跑路了") are talk about ads.
-        firm = any(r.name in spam.firm for r, _ in found) or (len(signals) >= 2 and any(r.name in spam.channels for r, _ in found))
+        # An offer with a way to reach the writer, or a lure or pointer beside another signal, is an ad
+        # even beside words of warning; two offer words without a channel ("带你炒币稳赚...跑路了") or
+        # two weak channels ("他从不私信让粉丝加群") are talk about ads.
+        names = {r.name for r, _ in found}
+        offer, channel = bool(names - spam.channels), bool(names & spam.channels)
+        firm = bool(names & spam.firm) or (len(signals) >= 2 and ((offer and channel) or bool(names & spam.lures)))
+        if not (firm or offer or names & spam.lures):
+            # A way to reach someone with nothing offered (a museum's phone numbers) is not an ad.
+            score = min(score, NOTHING_OFFERED_CAP)
         if c := spam.civic.search(key):
             score *= spam.warning_factor
             evidence.append(f"lost-and-found or appeal ('{c.group(0)}'): x{spam.warning_factor}")

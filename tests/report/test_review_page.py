@@ -122,3 +122,41 @@ def test_a_bad_decisions_file_names_the_row(tmp_path):
     bad.write_text("dup_group,decision\nabc,delete\n", encoding="utf-8")
     result = run_cli("run", "--input", str(SAMPLE), "--output", str(tmp_path / "out"), "--decisions", str(bad), "--quiet")
     assert result.returncode == 2 and "row 2" in result.stderr and "delete" in result.stderr
+
+
+@pytest.mark.slow
+def test_campaign_and_spam_entries_show_their_badges_filter_and_the_campaign_timeline(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from pipeline.config import PROJECT_ROOT
+
+    pushed = "这家公司的新品真的太好用了，大家赶紧去官网抢购吧，错过就没了"
+    rows = [
+        {"comment_id": f"c{i}", "text": pushed + "!" * (i % 3), "thread_id": f"t{i % 6}", "created_at": f"2024-05-01 20:{i * 3:02d}"}
+        for i in range(12)
+    ]
+    rows.append({"comment_id": "ad", "text": "兼职刷单日结，加微信 shua8866 了解", "thread_id": "t1", "created_at": "2024-05-01 21:00"})
+    rows += [
+        {"comment_id": f"o{i}", "text": t, "thread_id": "t2"} for i, t in enumerate(["今天天气不错", "这个价格有点贵", "支持一下作者"])
+    ]
+    out = tmp_path / "run"
+    run([write_jsonl(tmp_path / "in.jsonl", rows)], out, config=PROJECT_ROOT / "configs" / "fast.yaml")
+    queue = pl.read_parquet(out / "review" / "queue.parquet")
+    assert {"campaign", "spam"} <= {c for cats in queue["flagged_categories"].to_list() for c in cats}
+    driver = browser()
+    try:
+        driver.get((out / "review" / "index.html").as_uri())
+        WebDriverWait(driver, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, ".entry")))
+        assert driver.find_elements(By.CSS_SELECTOR, "#plot-campaign_timeline .main-svg")  # the timeline was drawn
+        Select(driver.find_element(By.ID, "f-cat")).select_by_value("campaign")
+        shown = driver.find_elements(By.CSS_SELECTOR, ".entry")
+        assert len(shown) == 1 and "campaign" in shown[0].find_element(By.CSS_SELECTOR, ".badge.campaign").text
+        assert "12 copies in 6 threads" in shown[0].text
+        Select(driver.find_element(By.ID, "f-cat")).select_by_value("spam")
+        shown = driver.find_elements(By.CSS_SELECTOR, ".entry")
+        assert len(shown) == 1 and "shua8866" in shown[0].text
+        assert not [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
+    finally:
+        driver.quit()

@@ -161,3 +161,25 @@ def test_a_run_keeps_a_comment_with_an_unreadable_time_and_writes_campaigns(tmp_
     assert "campaign" in queue["flagged_categories"][0] and queue["dup_group_size"][0] == 20
     assert pl.read_parquet(out / "campaigns.parquet")["copies"].to_list() == [20]
     assert manifest["summary"]["flagged"]["campaign"] == 20
+
+
+def test_with_a_state_directory_a_campaign_over_two_nights_is_seen_as_one(tmp_path):
+    from conftest import run_pipeline, write_jsonl
+
+    def night(ids, minutes):
+        return [
+            {"comment_id": f"c{i}", "text": EVASIONS[i % len(EVASIONS)], "thread_id": f"t{i}", "created_at": f"2024-05-01 23:{m:02d}"}
+            for i, m in zip(ids, minutes)
+        ]
+
+    state = tmp_path / "state"
+    first = run_pipeline(
+        [write_jsonl(tmp_path / "n1.jsonl", night(range(3), [40, 45, 50]))], tmp_path / "n1", f"run.state_dir={state}", config=FAST
+    )
+    assert first["summary"]["flagged"]["campaign"] == 0  # three copies in three threads: volume too low alone
+    assert (state / f"{campaigns.HISTORY}.parquet").exists()
+    rows = [r | {"created_at": f"2024-05-02 00:{m:02d}"} for r, m in zip(night(range(3, 8), range(5)), [0, 5, 10, 15, 20])]
+    run_pipeline([write_jsonl(tmp_path / "n2.jsonl", rows)], tmp_path / "n2", f"run.state_dir={state}", config=FAST)
+    table = pl.read_parquet(tmp_path / "n2" / "campaigns.parquet")
+    assert table["copies"].to_list() == [8] and table["copies_this_batch"].to_list() == [5] and table["threads"].to_list() == [8]
+    assert pl.read_parquet(tmp_path / "n2" / "comments.parquet")["flag_campaign"].all()

@@ -31,7 +31,7 @@ MEMBERS_SHOWN = 50
 def map_points(table: pl.DataFrame, seed: int) -> pl.DataFrame:
     """2-D map of the duplicate-group representatives: the first two principal components of their
     embeddings (a seeded sample of at most MAP_POINTS), with topic and size."""
-    reps = table.filter(pl.col("is_dup_rep"))
+    reps = table.select("is_dup_rep", "embedding", "topic_id", "dup_group_size", "text").filter(pl.col("is_dup_rep"))
     if reps.height > MAP_POINTS:
         reps = reps.sample(MAP_POINTS, seed=seed)
     if reps.height < 3:

@@ -256,7 +256,9 @@ def run(table: pl.DataFrame, cfg: CampaignConfig, ctx: StageContext) -> pl.DataF
         .filter((pl.col("n_threads") > 1) & (pl.col("n") > 2))
     )
     # The unit's message: the text of its first copy in this batch, markup taken out.
-    first_text = table.filter(pl.col("_unit").is_in(candidates["unit"].implode())).unique("_unit", keep="first")
+    first_text = (
+        table.select("_unit", "text_norm").filter(pl.col("_unit").is_in(candidates["unit"].implode())).unique("_unit", keep="first")
+    )
     message = {u: message_key(t) for u, t in first_text.select("_unit", "text_norm").iter_rows()}
     key_of = {u: m for u, m in message.items() if length_factor(m, cfg) > 0}
     facts = score_groups(rows.filter(pl.col("unit").is_in(list(key_of))), key_of, cfg)
@@ -295,7 +297,9 @@ def _campaign_table(facts: pl.DataFrame, table: pl.DataFrame, cfg: CampaignConfi
     """One row per campaign at or above the report floor, highest score first; its dup_group is
     the variant group with the most copies in this batch."""
     listed = facts.filter(pl.col("campaign_score") >= cfg.report_floor)
-    in_batch = table.filter(pl.col("_unit").is_in(listed["unit"].implode()))
+    in_batch = table.select("_unit", "dup_group", "dup_rep_id", "comment_id", "text").filter(
+        pl.col("_unit").is_in(listed["unit"].implode())
+    )
     biggest = (
         in_batch.group_by("_unit", "dup_group")
         .agg(

@@ -232,7 +232,9 @@ def run(table: pl.DataFrame, cfg: DedupConfig, ctx: StageContext) -> pl.DataFram
     order = pl.struct(
         (pl.col("dedup_key") != pl.col("_rep_key")).alias("a"), pl.col("_text_hash").alias("b"), pl.col("input_index").alias("c")
     )
-    first = table.with_columns(order.alias("_order")).sort("_order").group_by("dup_group", maintain_order=True).first()
+    # Only the columns it needs are sorted: a sort of the whole table would copy the embeddings.
+    slim = table.select("dup_group", "comment_id", "dedup_key", "_rep_key", "_text_hash", "input_index")
+    first = slim.with_columns(order.alias("_order")).sort("_order").group_by("dup_group", maintain_order=True).first()
     batch_rep = dict(zip(first["dup_group"].to_list(), first["comment_id"].to_list()))
     # The group's representative comment: the one that founded it, in this batch or an earlier one.
     old_rep_ids = (

@@ -61,7 +61,7 @@ class Scorer:
     def _score(self, batch: pl.DataFrame) -> pl.DataFrame:
         # Vectors only travel when the head's probability counts; the nearest-example evidence is
         # added afterwards, for the few rows that need it (run()).
-        vectors = batch["embedding"].to_numpy().astype(np.float32) if "embedding" in batch.columns else None
+        vectors = batch["embedding"].to_numpy().astype(np.float32, copy=False) if "embedding" in batch.columns else None
         logits = batch["offence_logit"].to_numpy().astype(np.float32) if "offence_logit" in batch.columns else None
         return pl.DataFrame(
             score_texts(
@@ -134,7 +134,7 @@ def _add_nearest_examples(scored: pl.DataFrame, table: pl.DataFrame, cfg: FlagCo
         .select("text_norm", "embedding")
         .unique("text_norm", keep="first", maintain_order=True)
     )
-    lines = nearest_example_evidence(rows["embedding"].to_numpy().astype(np.float32), cfg, example_vectors)
+    lines = nearest_example_evidence(rows["embedding"].to_numpy().astype(np.float32, copy=False), cfg, example_vectors)
     extra = pl.DataFrame({"text_norm": rows["text_norm"], "_nearest": lines})
     return (
         scored.join(extra, on="text_norm", how="left", maintain_order="left")

@@ -197,8 +197,11 @@ def renumber(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def run(table: pl.DataFrame, cfg: TopicsConfig, ctx: StageContext) -> pl.DataFrame:
-    reps = table.filter(pl.col("is_dup_rep"))
-    vectors = reps["embedding"].to_numpy().astype(np.float32)
+    # The columns it reads, then the rows: filtering the whole table would copy every column.
+    reps = table.select("is_dup_rep", "embedding", "dup_group_size", "dup_group", "text_norm", "comment_id", "text").filter(
+        pl.col("is_dup_rep")
+    )
+    vectors = reps["embedding"].to_numpy().astype(np.float32, copy=False)
     weights = reps["dup_group_size"].to_numpy()
     saved = ctx.state.get(MODEL)
     mode, info = "fitted", {}

@@ -24,7 +24,14 @@ from pipeline.scoring.score import models_dir_of  # noqa: E402
 from pipeline.scoring.spam import spam_scores  # noqa: E402
 from pipeline.text.normalize import normalize_text  # noqa: E402
 
-SETS = {"dev": "spam_dev.csv", "dev2": "spam_dev2.csv", "dev3": "spam_dev3.csv", "dev4": "spam_dev4.csv", "dev5": "spam_dev5.csv", "test": "spam_test.csv"}
+SETS = {
+    "dev": "spam_dev.csv",
+    "dev2": "spam_dev2.csv",
+    "dev3": "spam_dev3.csv",
+    "dev4": "spam_dev4.csv",
+    "dev5": "spam_dev5.csv",
+    "test": "spam_test.csv",
+}
 
 
 def measure(split: str, threshold: float | None = None) -> tuple[dict, pl.DataFrame]:

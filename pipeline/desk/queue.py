@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.scoring.score import CATEGORIES
+from pipeline.scoring.score import REVIEW_KINDS
 from pipeline.stages.export import review_queue
 
 MEMBER_COLUMNS = ["comment_id", "text", "topic_id", "topic_label", "needs_review"]
@@ -59,8 +59,7 @@ class RunQueue:
 
     def members(self, dup_group: str, limit: int = 200) -> list[dict]:
         rows = self.comments.filter(pl.col("dup_group") == dup_group)
-        cols = MEMBER_COLUMNS + [f"{k}_{c}" for c in CATEGORIES for k in ("score", "flag", "evidence")]
-        cols += ["campaign_score", "flag_campaign", "evidence_campaign"]
+        cols = MEMBER_COLUMNS + [c for kind in REVIEW_KINDS.values() for c in kind]
         return rows.select([c for c in cols if c in rows.columns]).head(limit).to_dicts()
 
 
@@ -76,8 +75,7 @@ def record(row: dict) -> dict:
         "member_ids": row["member_ids"][:50],
         "more_members": max(0, len(row["member_ids"]) - 50),
         "categories": row["flagged_categories"],
-        "scores": {c: round(row[f"score_{c}"], 3) for c in CATEGORIES}
-        | ({"campaign": round(row["campaign_score"], 3)} if "campaign_score" in row else {}),
+        "scores": {c: round(row[score], 3) for c, (score, _, _) in REVIEW_KINDS.items() if score in row},
         "evidence": row["evidence"],
         "topic_id": row["topic_id"],
         "topic_label": row["topic_label"],

@@ -16,11 +16,9 @@ import numpy as np
 import polars as pl
 
 from pipeline.io.fileio import atomic_write_text
-from pipeline.scoring.score import CATEGORIES
+from pipeline.scoring.score import CATEGORIES, REVIEW_KINDS
 
-# What a queue entry can be flagged for: the content categories and the campaigns stage's flag.
-KINDS = (*CATEGORIES, "campaign")
-SCORE_COLUMN = {c: f"score_{c}" for c in CATEGORIES} | {"campaign": "campaign_score"}
+KINDS = tuple(REVIEW_KINDS)  # what a queue entry can be flagged for
 TIMELINES = 5  # campaigns whose copies are plotted by thread and time
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "report.html.j2"
@@ -145,7 +143,7 @@ def queue_records(queue: pl.DataFrame) -> list[dict]:
                 "members": members[:MEMBERS_SHOWN],
                 "more_members": max(0, len(members) - MEMBERS_SHOWN),
                 "categories": r["flagged_categories"],
-                "scores": {c: round(r[col], 3) for c, col in SCORE_COLUMN.items() if col in r},
+                "scores": {c: round(r[score], 3) for c, (score, _, _) in REVIEW_KINDS.items() if score in r},
                 "evidence": r["evidence"],
                 "topic": r["topic_id"],
                 "topic_label": r["topic_label"],

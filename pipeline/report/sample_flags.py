@@ -15,12 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.io.readers import InputFileError
+from pipeline.scoring.score import REVIEW_KINDS as COLUMNS
 
-CATEGORIES = ("abuse", "hate", "conspiracy", "spam", "campaign")
-# (score, flag, evidence) columns of each; the campaign flag is the campaigns stage's, per group.
-COLUMNS = {c: (f"score_{c}", f"flag_{c}", f"evidence_{c}") for c in CATEGORIES[:-1]} | {
-    "campaign": ("campaign_score", "flag_campaign", "evidence_campaign")
-}
+CATEGORIES = tuple(COLUMNS)
 
 
 def flagged_groups(comments: pl.DataFrame, category: str) -> pl.DataFrame:

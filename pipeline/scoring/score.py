@@ -34,6 +34,12 @@ from pipeline.text.keywords import WORDLIKE
 from pipeline.text.match_key import match_key
 
 CATEGORIES = ("abuse", "hate", "conspiracy", "spam")
+# What can put a comment in the review queue, with its (score, flag, evidence) columns: each content
+# category, and the campaigns stage's group-level flag. The export stage, the review page, the desk
+# and sample-flags read this one table.
+REVIEW_KINDS = {c: (f"score_{c}", f"flag_{c}", f"evidence_{c}") for c in CATEGORIES} | {
+    "campaign": ("campaign_score", "flag_campaign", "evidence_campaign")
+}
 # How much offence evidence (insult terms, the model) counts toward each category, by whether the
 # comment names a group: aimed at a group it is hate, otherwise abuse of a person.
 OFFENCE_SHARE = {"abuse": {True: 0.5, False: 1.0}, "hate": {True: 1.0, False: 0.25}}

@@ -259,7 +259,7 @@ def run(table: pl.DataFrame, cfg: CampaignConfig, ctx: StageContext) -> pl.DataF
     first_text = (
         table.select("_unit", "text_norm").filter(pl.col("_unit").is_in(candidates["unit"].implode())).unique("_unit", keep="first")
     )
-    message = {u: message_key(t) for u, t in first_text.select("_unit", "text_norm").iter_rows()}
+    message = {u: message_key(t) for u, t in first_text.iter_rows()}
     key_of = {u: m for u, m in message.items() if length_factor(m, cfg) > 0}
     facts = score_groups(rows.filter(pl.col("unit").is_in(list(key_of))), key_of, cfg)
     variants = rows.group_by("unit").agg(pl.col("dup_group").unique().sort().alias("variant_groups"))

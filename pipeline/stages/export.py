@@ -11,13 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.config import ExportConfig
-from pipeline.scoring.score import CATEGORIES
-
-# What puts a comment in the queue: each content category (score_c, flag_c, evidence_c) and the
-# campaigns stage's group-level flag (campaign_score, flag_campaign, evidence_campaign).
-REVIEW_KINDS = [(c, f"score_{c}", f"flag_{c}", f"evidence_{c}") for c in CATEGORIES] + [
-    ("campaign", "campaign_score", "flag_campaign", "evidence_campaign")
-]
+from pipeline.scoring.score import CATEGORIES, REVIEW_KINDS
 
 CONTRACT = [
     "comment_id",
@@ -42,7 +36,9 @@ EXTRA = [
     "evidence_abuse",
     "evidence_hate",
     "evidence_conspiracy",
-    *[f"{kind}_{c}" for kind in ("score", "flag", "evidence") for c in CATEGORIES if c not in ("abuse", "hate", "conspiracy")],
+    "score_spam",
+    "flag_spam",
+    "evidence_spam",
     "campaign_score",
     "flag_campaign",
     "evidence_campaign",
@@ -64,7 +60,8 @@ EXTRA = [
 
 
 def kinds_in(table: pl.DataFrame) -> list[tuple[str, str, str, str]]:
-    return [k for k in REVIEW_KINDS if k[2] in table.columns]
+    """(name, score, flag, evidence) of each kind whose flag the table has."""
+    return [(name, *cols) for name, cols in REVIEW_KINDS.items() if cols[1] in table.columns]
 
 
 def priority_expr(kinds: list[tuple[str, str, str, str]]) -> pl.Expr:
@@ -132,7 +129,7 @@ def review_queue_csv(queue: pl.DataFrame) -> pl.DataFrame:
         pl.col("member_ids").list.join(" "),
         pl.col("flagged_categories").list.join(", "),
         pl.col("evidence").list.join("; "),
-        *[pl.col(score).round(3) for _, score, _, _ in REVIEW_KINDS if score in queue.columns],
+        *[pl.col(score).round(3) for score, _, _ in REVIEW_KINDS.values() if score in queue.columns],
     )
 
 

@@ -76,10 +76,26 @@ def test_rerun_reuses_stages_and_a_topic_change_reruns_only_topics(seed_run, tmp
     assert pl.read_parquet(out / "comments.parquet").equals(before)
     changed = run([src], out, "topics.min_cluster_size=6")
     status = {s["name"]: s["status"] for s in changed["stages"]}
-    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "ran", "flag": "cached", "export": "ran"}
+    assert status == {
+        "ingest": "cached",
+        "embed": "cached",
+        "dedup": "cached",
+        "campaigns": "cached",
+        "topics": "ran",
+        "flag": "cached",
+        "export": "ran",
+    }
     threshold = run([src], out, "topics.min_cluster_size=6", "flag.threshold_abuse=0.3")
     status = {s["name"]: s["status"] for s in threshold["stages"]}
-    assert status == {"ingest": "cached", "embed": "cached", "dedup": "cached", "topics": "cached", "flag": "ran", "export": "ran"}
+    assert status == {
+        "ingest": "cached",
+        "embed": "cached",
+        "dedup": "cached",
+        "campaigns": "cached",
+        "topics": "cached",
+        "flag": "ran",
+        "export": "ran",
+    }
     assert first["stages"][1]["facts"]["distinct_texts"] == 78  # 13 and 18 differ by a character
 
 

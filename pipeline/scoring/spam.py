@@ -30,7 +30,7 @@ HOTLINE = re.compile(
     r"(?:热线|拨打|打|致电|投诉|举报|报警|电话|客服|联系)\s*(?:电话)?\s*(?:是|为)?\s*[:：]?\s*(?:1\d{2,4}|9\d{4})(?!\s*[\d.\-])"
 )
 # Spam phrases in quotes are being talked about ("网上那些「宝妈在家日入五百」"), not offered.
-QUOTED = re.compile(r"「[^」]{1,80}」|『[^』]{1,80}』|“[^”]{1,80}”|\"[^\"]{1,80}\"")
+QUOTED = re.compile(r"「[^」]{1,80}」|『[^』]{1,80}』|“[^”]{1,80}”|‘[^’]{1,80}’|\"[^\"]{1,80}\"")
 # Weibo's emoticon tags ("[互粉]", "[话筒]") and @mentions of other users are not offers; an
 # @name right after a handle word ("电报 @debt_help") is the handle and stays.
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,6}\]")
@@ -53,8 +53,35 @@ PINYIN += [
     ("kai票", "开票"),
     ("nicheng", "昵称"),
 ]
+PINYIN += [("zhu页", "主页"), ("wei信", "微信"), ("jia群", "加群")]
 # Pinyin inside an id ("fp_daikai66") is the id: only pinyin that starts a word is read.
 PINYIN_RE = [(re.compile(rf"(?<![a-z0-9]){re.escape(p)}"), w) for p, w in PINYIN]
+# Whole ads in spaced pinyin ("bo cai tui jian, jia qun 7 3 9"): read syllable by syllable before the
+# key joins the words, where a word still has its edges.
+SPACED_PINYIN = [
+    (re.compile(r"(?<![a-z0-9_])" + r"\s?".join(syl.split()) + r"(?![a-z])"), w)
+    for syl, w in [
+        ("bo cai", "博彩"),
+        ("wen zhuan", "稳赚"),
+        ("jia qun", "加群"),
+        ("wei xin", "微信"),
+        ("jian zhi", "兼职"),
+        ("dai kuan", "贷款"),
+        ("xiao jie jie", "小姐姐"),
+        ("zai xian", "在线"),
+        ("yue pao", "约炮"),
+        ("shua dan", "刷单"),
+        ("si liao", "私聊"),
+        ("si xin", "私信"),
+        ("zhu ye", "主页"),
+        ("kou kou", "qq"),
+        ("tou xiang", "头像"),
+        ("ni cheng", "昵称"),
+    ]
+]
+# "薇信 rs_team_weibo": a handle word, then an id with _ or - in it, is an id offered (the key drops
+# the _ that shows it).
+HANDLE_ID = re.compile(r"(微信|威信|薇信|[vV]信|[vVwW]\s?[xX]|qq|QQ|电报|tg|TG)\s*(?=[a-zA-Z][a-zA-Z0-9]*[_\-][a-zA-Z0-9_\-]{2,})")
 # Initials ads use for the words filters look for (dk = 贷款, bc = 博彩, fp = 发票, yp = 约炮, kf = 客服,
 # dd我 = 滴滴我), standing alone between Chinese characters or digits.
 INITIALS = [
@@ -70,8 +97,10 @@ INITIALS = [
         ("dd(?=我)", "滴滴"),
     ]
 ]
-# "赖" is LINE in Taiwan; "亻言" spells 信 by its parts.
-SPAM_WORDS = [("亻言", "微信"), ("賴", "赖")]
+SPACED_HINT = re.compile(r"[a-zA-Z]{2,}\s[a-zA-Z]")
+# "赖" is LINE in Taiwan; "亻言" spells 信 by its parts; 薇芯 and its kin are 微信.
+PARTS_OF_XIN = re.compile(r"亻\s*言")
+SPAM_WORDS = [("賴", "赖"), ("薇芯", "微信"), ("威芯", "微信"), ("维芯", "微信"), ("v芯", "微信"), ("V芯", "微信")]
 # Weibo's reply prefix names the user replied to, not a handle.
 REPLY_PREFIX = re.compile(r"回复\s*@[\w\-]{1,30}\s*[:：]")
 # "tg @ name", "IG @ name": the handle, spaced from its word.
@@ -90,9 +119,13 @@ class SpamRules:
     firm: frozenset[str]  # rules that hold even in a comment that warns about spam
     channels: frozenset[str]  # rules that give readers a way to reach the writer
     lures: frozenset[str]  # channels that point readers somewhere on purpose (lure, pointer)
+    weak: frozenset[str]  # channels too common to make an ad firm (私信, 进群, a bare long number)
     warning: re.Pattern
     warning_factor: float
     civic: re.Pattern
+
+
+WEAK_CHANNEL = 0.5  # a channel rule weighing less alone is a weak channel
 
 
 @lru_cache(maxsize=4)
@@ -102,8 +135,9 @@ def load_spam_rules(models_dir: Path) -> SpamRules:
     firm = frozenset(r["name"] for r in data["rules"] if r.get("firm"))
     channels = frozenset(r["name"] for r in data["rules"] if r.get("channel"))
     lures = frozenset(r["name"] for r in data["rules"] if r.get("lure"))
+    weak = frozenset(r["name"] for r in data["rules"] if r.get("channel") and r["weight"] < WEAK_CHANNEL)
     return SpamRules(
-        load_rules(path), firm, channels, lures, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
+        load_rules(path), firm, channels, lures, weak, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
     )
 
 
@@ -121,9 +155,15 @@ def spam_key(text_norm: str) -> str:
     text_norm = LIST_COMMA.sub("隔", text_norm)
     for a, b in SPAM_WORDS:
         text_norm = text_norm.replace(a, b)
+    text_norm = PARTS_OF_XIN.sub("微信", text_norm)
     s = HANDLE_AT.sub(r"\1号", REPLY_PREFIX.sub(" ", text_norm))
     s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(s).translate(EMOJI_WORDS)))
-    s = HANDLE_COLON.sub(r"\1号", s)
+    if SPACED_HINT.search(s):
+        low = s.lower()
+        for pinyin, word in SPACED_PINYIN:
+            low = pinyin.sub(word, low)
+        s = low
+    s = HANDLE_ID.sub(r"\1号", HANDLE_COLON.sub(r"\1号", s))
     s = SPACED_LINK.sub(" 点网址 ", HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s))))
     key = match_key(s, fold_repeats=False)
     for pinyin, word in PINYIN_RE:
@@ -189,7 +229,7 @@ def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, li
         # even beside words of warning; two offer words without a channel ("带你炒币稳赚...跑路了") or
         # two weak channels ("他从不私信让粉丝加群") are talk about ads.
         names = {r.name for r, _ in found}
-        offer, channel = bool(names - spam.channels), bool(names & spam.channels)
+        offer, channel = bool(names - spam.channels), bool(names & spam.channels - spam.weak)
         firm = bool(names & spam.firm) or (len(signals) >= 2 and ((offer and channel) or bool(names & spam.lures)))
         if not (firm or offer or names & spam.lures):
             # A way to reach someone with nothing offered (a museum's phone numbers) is not an ad.

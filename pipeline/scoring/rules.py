@@ -175,18 +175,73 @@ def load_lexicon(path: Path, match_by_sound: bool = False) -> Lexicon:
     return Lexicon(path.stem, weights, by_sound)
 
 
+LOOKAROUND_OPENERS = ("(?=", "(?!", "(?<=", "(?<!")
+
+
+@lru_cache(maxsize=512)
+def without_lookarounds(pattern: str) -> str:
+    """The pattern with every look-around group removed: it matches wherever the pattern does."""
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern[i] == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif pattern[i] == "[":
+            end = _class_end(pattern, i)
+            out.append(pattern[i:end])
+            i = end
+        elif pattern.startswith(LOOKAROUND_OPENERS, i):
+            i = _group_end(pattern, i)
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(out)
+
+
+def _class_end(pattern: str, i: int) -> int:
+    j = i + 1
+    if j < len(pattern) and pattern[j] == "^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1  # a ] first in a class is a literal
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def _group_end(pattern: str, i: int) -> int:
+    depth, j = 0, i
+    while j < len(pattern):
+        c = pattern[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[":
+            j = _class_end(pattern, j)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return j
+
+
 def rule_matches(rules: list[Rule], keys: list[str]) -> list[list[tuple[Rule, str]]]:
     """(rule, matched span) of every rule that matches each key, in rule order.
 
     Each rule first scans all keys at once with polars' regex engine; Python's `re` then confirms
-    the hits and finds the span. Patterns polars cannot compile (look-arounds) run in Python."""
+    the hits and finds the span. Polars' engine has no look-arounds: it scans with them taken out
+    (which can only find more), and Python's `re` keeps the true matches."""
     found: list[list[tuple[Rule, str]]] = [[] for _ in keys]
     if not keys:
         return found
     series = pl.Series(keys, dtype=pl.String)
     for rule in rules:
         try:
-            candidates = series.str.contains(rule.pattern.pattern).arg_true().to_list()
+            candidates = series.str.contains(without_lookarounds(rule.pattern.pattern)).arg_true().to_list()
         except pl.exceptions.ComputeError:
             candidates = range(len(keys))
         for i in candidates:

@@ -151,6 +151,10 @@ LIST_COMMA = re.compile(
 )
 
 
+DIGIT = re.compile(r"\d")
+LATIN = re.compile(r"[a-z]")
+
+
 def spam_key(text_norm: str) -> str:
     text_norm = LIST_COMMA.sub("隔", text_norm)
     for a, b in SPAM_WORDS:
@@ -164,12 +168,15 @@ def spam_key(text_norm: str) -> str:
             low = pinyin.sub(word, low)
         s = low
     s = HANDLE_ID.sub(r"\1号", HANDLE_COLON.sub(r"\1号", s))
-    s = SPACED_LINK.sub(" 点网址 ", HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s))))
-    key = match_key(s, fold_repeats=False)
-    for pinyin, word in PINYIN_RE:
-        key = pinyin.sub(word, key)
-    for initials, word in INITIALS:
-        key = initials.sub(word, key)
+    if DIGIT.search(s):
+        s = HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s)))
+    key = match_key(SPACED_LINK.sub(" 点网址 ", s), fold_repeats=False)
+    # Most comments have no latin letters: the pinyin and initials passes would find nothing.
+    if LATIN.search(key):
+        for pinyin, word in PINYIN_RE:
+            key = pinyin.sub(word, key)
+        for initials, word in INITIALS:
+            key = initials.sub(word, key)
     # Runs of 5+ numerals are numbers (phone, QQ), and 3+ right after an id or handle word;
     # shorter ones are words (一五一十, 三五成群).
     # A number spelled in numerals is a dodge in itself: the key marks it (rule spelled_number).
@@ -226,8 +233,9 @@ def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, li
         score = noisy_or([w for _, w in signals])
         evidence = [f"rule {r.name} '{span}'" for r, span in found]
         # An offer with a way to reach the writer, or a lure or pointer beside another signal, is an ad
-        # even beside words of warning; two offer words without a channel ("带你炒币稳赚...跑路了") or
-        # two weak channels ("他从不私信让粉丝加群") are talk about ads.
+        # even beside words of warning; two offer words without a channel ("带你炒币稳赚...跑路了"),
+        # two weak channels ("他从不私信让粉丝加群") or an offer beside a weak one ("有人私信我说能帮忙
+        # 刷粉...典型套路") are talk about ads.
         names = {r.name for r, _ in found}
         offer, channel = bool(names - spam.channels), bool(names & spam.channels - spam.weak)
         firm = bool(names & spam.firm) or (len(signals) >= 2 and ((offer and channel) or bool(names & spam.lures)))

@@ -37,6 +37,10 @@ ADS = [
     "同城寂寞小姐姐在线陪聊，v同名",
     "网贷秒批，黑户也能下款，私聊领取额度",
     "今晚英超稳赚不赔，带单老师的号在评论区第一条",
+    "bo cai wen zhuan, jia qun 6 2 8 1 0 4 4 7",  # spaced pinyin
+    "xiao jie jie zai xian, wei xin: lan lan qi qi",
+    "正品大牌香水五折起，薇芯 xiang_shui_hk",  # an id with _ after a handle word
+    "👋 ➕ 亻 言：pqz_ 7 3 5 2",
 ]
 NOT_ADS = [
     "我妈只会用微信视频，别的都不会",
@@ -51,6 +55,9 @@ NOT_ADS = [
     "笑死我了wwwww",
     "加V的大V说话也得负责任吧",
     "有人在评论区发“扣1领资料”，结果全是引流的",
+    "我收到一条‘宝妈在家日入五百’的私信，点进去要先交会费",  # ‘’ quotes
+    "新闻说有人通过直播间拉人进群荐股，已经被处罚了",  # a weak channel does not outweigh the report
+    "微信 say goodbye 这个版本更新太快了",
 ]
 
 
@@ -72,3 +79,10 @@ def test_the_spam_key_is_the_matching_key_with_numbers_read_and_dates_removed():
     assert "13928467710" in spam_key(normalize_text("幺三九 二八四六 七七一零"))
     assert "2024" not in spam_key(normalize_text("2024-05-01 20:15 发的"))
     assert "13811112222" in spam_key(normalize_text("138 1111 2222"))  # repeats are kept in numbers
+
+
+def test_without_lookarounds_finds_every_match_of_the_pattern():
+    from pipeline.scoring.rules import without_lookarounds
+
+    assert without_lookarounds(r"(?<![a-z])v(?:号|是)(?=[a-z0-9]{5})\d") == r"v(?:号|是)\d"
+    assert without_lookarounds(r"a(?!(?:19|20)\d(?!\d))[(?!]\(b") == r"a[(?!]\(b"

@@ -30,6 +30,9 @@ SETS = {
     "dev3": "spam_dev3.csv",
     "dev4": "spam_dev4.csv",
     "dev5": "spam_dev5.csv",
+    "dev6": "spam_dev6.csv",
+    "dev7": "spam_dev7.csv",
+    "test2": "spam_test2.csv",
     "test": "spam_test.csv",
 }
 
@@ -69,7 +72,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None, help="default: the config's flag.threshold_spam")
     parser.add_argument("--errors", action="store_true", help="list misses and false flags (dev split only)")
     args = parser.parse_args()
-    if args.errors and args.split == "test":
+    if args.errors and args.split.startswith("test"):
         parser.error("--errors reads the dev split only: the test split's errors stay unread until a report")
     result, rows = measure(args.split, args.threshold)
     if args.errors:

@@ -229,6 +229,15 @@ def _group_end(pattern: str, i: int) -> int:
     return j
 
 
+@lru_cache(maxsize=512)
+def polars_can_scan(pattern: str) -> bool:
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(without_lookarounds(pattern))
+        return True
+    except pl.exceptions.ComputeError:
+        return False
+
+
 def rule_matches(rules: list[Rule], keys: list[str]) -> list[list[tuple[Rule, str]]]:
     """(rule, matched span) of every rule that matches each key, in rule order.
 
@@ -238,12 +247,13 @@ def rule_matches(rules: list[Rule], keys: list[str]) -> list[list[tuple[Rule, st
     found: list[list[tuple[Rule, str]]] = [[] for _ in keys]
     if not keys:
         return found
-    series = pl.Series(keys, dtype=pl.String)
-    for rule in rules:
-        try:
-            candidates = series.str.contains(without_lookarounds(rule.pattern.pattern)).arg_true().to_list()
-        except pl.exceptions.ComputeError:
-            candidates = range(len(keys))
+    frame = pl.DataFrame({"key": keys}, schema={"key": pl.String})
+    scans = {f"r{j}": without_lookarounds(r.pattern.pattern) for j, r in enumerate(rules) if polars_can_scan(r.pattern.pattern)}
+    # One select scans every rule in parallel; a select per rule costs more than its scan on a few
+    # hundred keys.
+    hits = frame.select([pl.col("key").str.contains(p).alias(name) for name, p in scans.items()]) if scans else None
+    for j, rule in enumerate(rules):
+        candidates = hits[f"r{j}"].arg_true().to_list() if f"r{j}" in scans else range(len(keys))
         for i in candidates:
             if (m := rule.pattern.search(keys[i])) and not (rule.unless and rule.unless.search(keys[i])):
                 found[i].append((rule, m.group(0)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.scoring.rules import Rule, load_rules, noisy_or, rule_matches
-from pipeline.text.match_key import match_key
+from pipeline.text.match_key import HOMOGLYPHS, match_key
 
 EMOJI_WORDS = str.maketrans({"🐧": "qq", "✈": "飞机号", "🛩": "飞机号", "📞": "电话", "☎": "电话", "📱": "手机", "🔞": "成人内容"})
 DATE = re.compile(r"\d{2,4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*[日号]?|\d{1,2}\s*月\s*\d{1,2}\s*[日号]|\d{4}\s*年")
@@ -35,7 +35,7 @@ QUOTED = re.compile(r"「[^」]{1,80}」|『[^』]{1,80}』|“[^”]{1,80}”|�
 # @name right after a handle word ("电报 @debt_help") is the handle and stays.
 EMOTICON = re.compile(r"\[[^\[\]\s]{1,6}\]")
 MENTION = re.compile(r"@[\w\-]{1,30}")
-HANDLE_BEFORE = re.compile(r"(?:电报|飞机|tg|telegram|ins|推特|twitter|whatsapp|line)(?:号|搜|搜索|id)?[\s:：]*$", re.I)
+HANDLE_BEFORE = re.compile(r"(?:电报|飞机|tg|telegram|ins|推特|twitter|whatsapp|line)(?:号|搜|搜索|id|群)?[\s:：]*$", re.I)
 # "vx：abc_de" is an id offered; "微信say goodbye" is not: the colon after a handle word is kept in
 # the key as 号 (the key drops punctuation).
 HANDLE_COLON = re.compile(
@@ -56,29 +56,6 @@ PINYIN += [
 PINYIN += [("zhu页", "主页"), ("wei信", "微信"), ("jia群", "加群")]
 # Pinyin inside an id ("fp_daikai66") is the id: only pinyin that starts a word is read.
 PINYIN_RE = [(re.compile(rf"(?<![a-z0-9]){re.escape(p)}"), w) for p, w in PINYIN]
-# Whole ads in spaced pinyin ("bo cai tui jian, jia qun 7 3 9"): read syllable by syllable before the
-# key joins the words, where a word still has its edges.
-SPACED_PINYIN = [
-    (re.compile(r"(?<![a-z0-9_])" + r"\s?".join(syl.split()) + r"(?![a-z])"), w)
-    for syl, w in [
-        ("bo cai", "博彩"),
-        ("wen zhuan", "稳赚"),
-        ("jia qun", "加群"),
-        ("wei xin", "微信"),
-        ("jian zhi", "兼职"),
-        ("dai kuan", "贷款"),
-        ("xiao jie jie", "小姐姐"),
-        ("zai xian", "在线"),
-        ("yue pao", "约炮"),
-        ("shua dan", "刷单"),
-        ("si liao", "私聊"),
-        ("si xin", "私信"),
-        ("zhu ye", "主页"),
-        ("kou kou", "qq"),
-        ("tou xiang", "头像"),
-        ("ni cheng", "昵称"),
-    ]
-]
 # "薇信 rs_team_weibo": a handle word, then an id with _ or - in it, is an id offered (the key drops
 # the _ that shows it).
 HANDLE_ID = re.compile(r"(微信|威信|薇信|[vV]信|[vVwW]\s?[xX]|qq|QQ|电报|tg|TG)\s*(?=[a-zA-Z][a-zA-Z0-9]*[_\-][a-zA-Z0-9_\-]{2,})")
@@ -97,10 +74,14 @@ INITIALS = [
         ("dd(?=我)", "滴滴"),
     ]
 ]
+# Words an ad in pinyin uses that the rules name only inside longer patterns.
+PINYIN_EXTRA = ["微信", "加我", "加群", "私聊", "私信", "主页", "头像", "昵称", "贷款", "兼职", "小姐姐", "在线", "约炮", "刷单"]
+PINYIN_EXTRA += ["稳赚", "博彩", "发票", "涨粉", "找我", "导师", "带你", "裸聊", "减肥", "进群", "牛股", "代开"]
 SPACED_HINT = re.compile(r"[a-zA-Z]{2,}\s[a-zA-Z]")
 # "赖" is LINE in Taiwan; "亻言" spells 信 by its parts; 薇芯 and its kin are 微信.
 PARTS_OF_XIN = re.compile(r"亻\s*言")
 SPAM_WORDS = [("賴", "赖"), ("薇芯", "微信"), ("威芯", "微信"), ("维芯", "微信"), ("v芯", "微信"), ("V芯", "微信")]
+SPAM_WORDS += [("日洁", "日结"), ("日节", "日结"), ("丝我", "私我"), ("丝信", "私信")]
 # Weibo's reply prefix names the user replied to, not a handle.
 REPLY_PREFIX = re.compile(r"回复\s*@[\w\-]{1,30}\s*[:：]")
 # "tg @ name", "IG @ name": the handle, spaced from its word.
@@ -120,6 +101,7 @@ class SpamRules:
     channels: frozenset[str]  # rules that give readers a way to reach the writer
     lures: frozenset[str]  # channels that point readers somewhere on purpose (lure, pointer)
     weak: frozenset[str]  # channels too common to make an ad firm (私信, 进群, a bare long number)
+    pinyin: PinyinReader
     warning: re.Pattern
     warning_factor: float
     civic: re.Pattern
@@ -137,12 +119,22 @@ def load_spam_rules(models_dir: Path) -> SpamRules:
     lures = frozenset(r["name"] for r in data["rules"] if r.get("lure"))
     weak = frozenset(r["name"] for r in data["rules"] if r.get("channel") and r["weight"] < WEAK_CHANNEL)
     return SpamRules(
-        load_rules(path), firm, channels, lures, weak, re.compile(data["warning"]), float(data["warning_factor"]), re.compile(data["civic"])
+        load_rules(path),
+        firm,
+        channels,
+        lures,
+        weak,
+        PinyinReader.of_rules(data["rules"]),
+        re.compile(data["warning"]),
+        float(data["warning_factor"]),
+        re.compile(data["civic"]),
     )
 
 
 def _drop_mentions(text: str) -> str:
-    return MENTION.sub(lambda m: m.group(0) if HANDLE_BEFORE.search(text[max(0, m.start() - 12) : m.start()]) else " ", text)
+    return MENTION.sub(
+        lambda m: m.group(0) if HANDLE_BEFORE.search(text[max(0, m.start() - 12) : m.start()].translate(HOMOGLYPHS)) else " ", text
+    )
 
 
 # Numbers in a list ("九一八、一二一三、八一三") stay apart when the key drops the commas.
@@ -155,18 +147,59 @@ DIGIT = re.compile(r"\d")
 LATIN = re.compile(r"[a-z]")
 
 
-def spam_key(text_norm: str) -> str:
+class PinyinReader:
+    """Reads ads written in pinyin ("dai kuan zhao wo, bu kan zheng xin") as the words the rules look
+    for: every Chinese word of the rules (cut by jieba) is known by its toneless pinyin. Only text that
+    is mostly pinyin syllables is read, so English ("he can go") and ids stay as they are."""
+
+    def __init__(self, words: list[str]):
+        from pypinyin import lazy_pinyin
+
+        by_sound: dict[str, str] = {}
+        for w in sorted(set(words), key=lambda w: (-len(w), w)):
+            by_sound.setdefault("".join(lazy_pinyin(w)), w)
+        self.by_sound = by_sound
+        self.syllables = frozenset({syl for w in words for syl in lazy_pinyin(w)} | _syllables())
+        spaced = [r"\s?".join(f) for f in sorted(by_sound, key=len, reverse=True)]
+        self.pattern = re.compile(r"(?<![a-z])(?:" + "|".join(spaced) + r")(?![a-z])")
+
+    @classmethod
+    def of_rules(cls, rules: list[dict]) -> PinyinReader:
+        import jieba
+
+        runs = {run for r in rules for run in re.findall(r"[\u4e00-\u9fff]{2,}", r["pattern"])}
+        words = runs | {w for run in runs for w in jieba.lcut(run) if len(w) >= 2}
+        return cls(sorted(words | set(PINYIN_EXTRA)))
+
+    def read(self, low: str) -> str:
+        tokens = re.findall(r"[a-z]+", low)
+        if len(tokens) < 3 or sum(t in self.syllables for t in tokens) < 0.7 * len(tokens):
+            return low
+        low = JIA_HANDLE.sub("加", low)  # "jia w x", "jia v"
+        return self.pattern.sub(lambda m: self.by_sound.get(re.sub(r"\s", "", m.group(0)), m.group(0)), low)
+
+
+JIA_HANDLE = re.compile(r"(?<![a-z])jia\s?(?=(?:v|w\s?x|v\s?x|qq?)(?![a-z]))")
+
+
+def _syllables() -> frozenset[str]:
+    import unicodedata
+
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    readings = {r for rs in pinyin_dict.values() for r in rs.split(",")}
+    return frozenset("".join(c for c in unicodedata.normalize("NFD", r) if c.isascii()) for r in readings)
+
+
+def spam_key(text_norm: str, pinyin: PinyinReader | None = None) -> str:
     text_norm = LIST_COMMA.sub("隔", text_norm)
     for a, b in SPAM_WORDS:
         text_norm = text_norm.replace(a, b)
     text_norm = PARTS_OF_XIN.sub("微信", text_norm)
     s = HANDLE_AT.sub(r"\1号", REPLY_PREFIX.sub(" ", text_norm))
     s = QUOTED.sub(" ", EMOTICON.sub(" ", _drop_mentions(s).translate(EMOJI_WORDS)))
-    if SPACED_HINT.search(s):
-        low = s.lower()
-        for pinyin, word in SPACED_PINYIN:
-            low = pinyin.sub(word, low)
-        s = low
+    if pinyin is not None and SPACED_HINT.search(s):
+        s = pinyin.read(s.lower())
     s = HANDLE_ID.sub(r"\1号", HANDLE_COLON.sub(r"\1号", s))
     if DIGIT.search(s):
         s = HOTLINE.sub(" ", CLOCK.sub(" ", DATE.sub(" ", s)))
@@ -214,7 +247,7 @@ def _with_second_spans(found: list, key: str, channels: frozenset[str]) -> list:
 def spam_scores(texts_norm: list[str], models_dir: Path) -> list[tuple[float, list[str]]]:
     """(score_spam, evidence_spam) of each text."""
     spam = load_spam_rules(models_dir)
-    keys = [spam_key(t) for t in texts_norm]
+    keys = [spam_key(t, spam.pinyin) for t in texts_norm]
     hits = [_with_second_spans(found, key, spam.channels) for found, key in zip(rule_matches(spam.rules, keys), keys)]
     out = []
     for key, found in zip(keys, hits):

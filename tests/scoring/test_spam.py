@@ -86,3 +86,12 @@ def test_without_lookarounds_finds_every_match_of_the_pattern():
 
     assert without_lookarounds(r"(?<![a-z])v(?:号|是)(?=[a-z0-9]{5})\d") == r"v(?:号|是)\d"
     assert without_lookarounds(r"a(?!(?:19|20)\d(?!\d))[(?!]\(b") == r"a[(?!]\(b"
+
+
+def test_pinyin_is_read_as_the_rules_words_only_in_text_that_is_mostly_pinyin():
+    from pipeline.scoring.spam import load_spam_rules
+
+    reader = load_spam_rules(Path(MODELS)).pinyin
+    assert "贷款" in reader.read("dai kuan zhao wo, bu kan zheng xin")
+    english = "my friend dai kuan is coming to the party tonight"
+    assert reader.read(english) == english

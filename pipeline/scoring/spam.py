@@ -85,7 +85,8 @@ SPAM_WORDS += [("日洁", "日结"), ("日节", "日结"), ("丝我", "私我"),
 # Weibo's reply prefix names the user replied to, not a handle.
 REPLY_PREFIX = re.compile(r"回复\s*@[\w\-]{1,30}\s*[:：]")
 # "tg @ name", "IG @ name": the handle, spaced from its word.
-HANDLE_AT = re.compile(r"(tg|TG|电报|飞机|✈️?|ins|IG|ig|赖|賴|line|LINE|WhatsApp|whatsapp)\s*@\s*")
+# 赖 after 信/依/耍/抵 is a word (值得信赖), not LINE.
+HANDLE_AT = re.compile(r"(tg|TG|电报|飞机|✈️?|ins|IG|ig|(?<![信依耍抵无])[赖賴]|line|LINE|WhatsApp|whatsapp)\s*@\s*")
 NUMERALS = str.maketrans(
     {**dict(zip("零〇一二三四五六七八九", "00123456789")), **dict(zip("壹贰叁肆伍陆柒捌玖", "123456789")), "幺": "1", "两": "2"}
 )

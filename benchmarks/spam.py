@@ -36,9 +36,7 @@ SETS = {
     "dev3": "spam_dev3.csv",
     "dev4": "spam_dev4.csv",
     "dev5": "spam_dev5.csv",
-    "dev6": "spam_dev6.csv",
     "dev7": "spam_dev7.csv",
-    "test2": "spam_test2.csv",
     "test": "spam_test.csv",
 }
 
